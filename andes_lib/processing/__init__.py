@@ -1,0 +1,1 @@
+"""Images, tokenizer and chat format (ANDESVL.md §1, SPEC §2)."""
