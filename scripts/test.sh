@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Unit tests plus every notebook under nbmake (small mock parameters), offline. Prints the total wall time.
+# Usage: bash scripts/test.sh [pytest args]   e.g. -k report, -x, or paths (relative to the repo root),
+# which then replace the default "tests notebooks".
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+start=$SECONDS
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+
+paths=(tests)
+[ -d notebooks ] && paths+=(notebooks)
+for arg in "$@"; do
+    if [[ $arg != -* && -e $arg ]]; then
+        paths=()
+        break
+    fi
+done
+status=0
+.venv/bin/python -m pytest "${paths[@]}" --nbmake --nbmake-timeout=900 -q "$@" || status=$?
+echo "test: total wall time $((SECONDS - start)) s (exit $status)"
+exit "$status"
