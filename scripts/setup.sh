@@ -35,4 +35,11 @@ if [ ! -f "$font" ]; then
     fi
 fi
 
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium (headless browser test of the chat app)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null; then
+        echo "setup: WARNING: could not install chromium; the browser test will be skipped" >&2
+    fi
+fi
+
 echo "setup: ready in $((SECONDS - start)) s"

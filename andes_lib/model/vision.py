@@ -30,6 +30,19 @@ def block_order_coords(h: int, w: int, device: torch.device | None = None) -> tu
     return (2 * by + dy).flatten(), (2 * bx + dx).flatten()
 
 
+def same_size_groups(lengths: list[int], device: torch.device | None = None) -> list[torch.Tensor]:
+    """Token indices of the packed sequence, grouped by image length: one (images, length) tensor per size.
+
+    Attention must stay inside each image. Rather than one (N, N) block-diagonal mask, whose cost grows with the
+    square of the whole batch, images of equal length attend as one batch, and each size is its own call.
+    """
+    starts = torch.tensor([0, *lengths[:-1]], device=device).cumsum(0)
+    by_len: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_len.setdefault(n, []).append(i)
+    return [starts[idx][:, None] + torch.arange(n, device=device) for n, idx in by_len.items()]
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -62,13 +75,16 @@ class VisionAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj = (nn.Linear(c, c, bias=bias) for _ in range(3))
         self.out_proj = nn.Linear(c, c, bias=bias)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
         n = x.shape[0]
-        q, k, v = (p(x).view(n, self.num_heads, self.head_dim).transpose(0, 1) for p in
-                   (self.q_proj, self.k_proj, self.v_proj))  # (heads, N, d)
+        q, k, v = (p(x).view(n, self.num_heads, self.head_dim) for p in (self.q_proj, self.k_proj, self.v_proj))
+        cos, sin = cos[:, None, :], sin[:, None, :]
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(out.transpose(0, 1).reshape(n, -1))
+        out = torch.empty_like(q)
+        for idx in groups:  # (images, patches) of same-sized images: one batched attention, no cross-image mask
+            qi, ki, vi = (t[idx].transpose(1, 2) for t in (q, k, v))  # (images, heads, patches, head_dim)
+            out[idx] = F.scaled_dot_product_attention(qi, ki, vi).transpose(1, 2)
+        return self.out_proj(out.reshape(n, -1))
 
 
 class VisionMLP(nn.Module):
@@ -100,8 +116,8 @@ class VisionBlock(nn.Module):
         self.norm1, self.attn = make_norm(config), VisionAttention(config)
         self.norm2, self.mlp = make_norm(config), VisionMLP(config)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.attn(self.norm1(x), cos, sin, mask)
+    def forward(self, x, cos, sin, groups):
+        x = x + self.attn(self.norm1(x), cos, sin, groups)
         return x + self.mlp(self.norm2(x))
 
 
@@ -154,18 +170,16 @@ class AndesVisionModel(PreTrainedModel):
             )
         device = pixel_values.device
         x = self.patch_norm(self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype)))
-        rows, cols, pos, seg = [], [], [], []
-        for i, (h, w) in enumerate(grid):
+        rows, cols, pos = [], [], []
+        for h, w in grid:
             r, c = block_order_coords(h, w, device)
             rows.append(r)
             cols.append(c)
             pos.append(self.resized_positions(h, w)[r, c])
-            seg.append(torch.full((h * w,), i, device=device))
         x = x + torch.cat(pos)
         cos, sin = self.rotary(torch.cat(rows).float(), torch.cat(cols).float())
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        seg = torch.cat(seg)
-        mask = (seg[:, None] == seg[None, :]) if len(grid) > 1 else None  # attention stays inside each image
+        groups = same_size_groups([h * w for h, w in grid], device)
         for block in self.blocks:
-            x = block(x, cos, sin, mask)
+            x = block(x, cos, sin, groups)
         return BaseModelOutput(last_hidden_state=self.post_norm(x))

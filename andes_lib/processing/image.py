@@ -63,7 +63,7 @@ def load_image(source: ImageLike, max_pixels: int = MAX_INPUT_PIXELS) -> Image.I
                 probe.load()
                 source = probe.copy()
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
-            raise ValueError(f"could not decode image (corrupt or not an image): {err}") from err
+            raise ValueError(f"could not decode image (corrupt or not an image): {type(err).__name__}") from err
     if not isinstance(source, Image.Image):
         raise TypeError(f"expected a PIL image, path, bytes or uint8 array, got {type(source).__name__}")
     w, h = source.size
