@@ -1,0 +1,1 @@
+"""Gradio demos of the cookbook's model (see apps/chat.py)."""
