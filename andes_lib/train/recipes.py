@@ -1,0 +1,242 @@
+"""Stage recipes: what trains, on which data, how fast, for how long (ANDESVL.md §2, SPEC §3).
+
+A `StageRecipe` is a frozen dataclass holding every parameter that changes the result of a stage. Its
+`params_hash` covers those parameters only; its `fingerprint` also covers the parent stage's fingerprint,
+the data generators' source and the tokenizer, so a checkpoint built from other inputs is never reused
+silently (`andes_lib.train.artifacts` checks it).
+
+The `nano` chain (CPU-sized) follows the paper's pipeline, with one extra stage in front:
+
+| stage | trains | data | why |
+|---|---|---|---|
+| `llm` | language model | text only | AndesVL starts from a pre-trained Qwen3; nano's LLM is random, so it first learns the text of the domains |
+| `pt1` | vision tower + projector | captions, OCR, reading | vision-language alignment: the frozen LLM keeps its language, the vision side learns to speak it |
+| `pt2` | everything | all image-text + 20% text-only | joint pre-training; text-only data keeps the language skill |
+| `pt3` | everything | all domains incl. long GUI/multi-image | multi-task pre-training with longer sequences |
+| `sft` | everything | instruction conversations, all domains | loss on assistant tokens only |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+MODULE_GROUPS: tuple[str, ...] = ("vision_tower", "projector", "language_model")
+LOSS_ON: tuple[str, ...] = ("all", "assistant")
+
+
+@dataclass(frozen=True)
+class StageRecipe:
+    """One training stage. Learning rates are per module group; a group absent from `lr` is frozen.
+
+    data: visual domain -> sampling weight (any of `andes_lib.data.DOMAINS`, optionally `"domain/task"` to keep
+    only some tasks); `text_only`: share of the stream drawn from text-only data (the `text_only` domain and,
+    when `text_corpus` > 0, plain texts of `corpus_texts()`).
+    """
+
+    name: str
+    preset: str = "nano"
+    parent: str | None = None  # name of the stage whose final checkpoint this one starts from
+    lr: dict[str, float] = field(default_factory=dict)  # module group -> peak learning rate
+    data: dict[str, float] = field(default_factory=dict)
+    text_only: float = 0.0
+    text_corpus: int = 0  # plain texts from corpus_texts(n_per_domain=text_corpus) added to the text-only pool
+    n_per_domain: int = 1000  # training pool per domain (andes_lib.data.build_dataset("train", ...))
+    data_seed: int = 0
+    max_seq_len: int = 160  # longer image samples are skipped, longer text-only samples truncated
+    loss_on: str = "all"  # "all" text tokens (pre-training) or "assistant" tokens only (SFT)
+    steps: int = 100
+    batch_size: int = 8  # global batch per optimizer step (split over processes)
+    grad_accum: int = 1  # micro-batches per optimizer step (per process)
+    warmup_steps: int = 10
+    schedule: str = "cosine"  # "cosine" or "constant" after the linear warm-up
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    max_grad_norm: float = 1.0
+    seed: int = 0  # model init (first stage), data order and dropout
+    save_every: int = 0  # checkpoint every N steps (0: only the final one)
+    keep_last: int = 2
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.lr) - set(MODULE_GROUPS))
+        if bad:
+            raise ValueError(f"recipe {self.name!r}: unknown module group(s) {bad}; known: {list(MODULE_GROUPS)}")
+        if not self.lr:
+            raise ValueError(f"recipe {self.name!r}: nothing trains (lr is empty)")
+        if any(v <= 0 for v in self.lr.values()):
+            raise ValueError(f"recipe {self.name!r}: learning rates must be > 0 (leave a group out to freeze it)")
+        if self.loss_on not in LOSS_ON:
+            raise ValueError(f"recipe {self.name!r}: loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"recipe {self.name!r}: schedule must be 'cosine' or 'constant'")
+        if not 0.0 <= self.text_only <= 1.0:
+            raise ValueError(f"recipe {self.name!r}: text_only must be a share in [0, 1], got {self.text_only}")
+        if self.text_only < 1.0 and not self.data:
+            raise ValueError(f"recipe {self.name!r}: no image-text data (data is empty) and text_only < 1")
+        if any(w < 0 for w in self.data.values()) or (self.data and sum(self.data.values()) <= 0):
+            raise ValueError(f"recipe {self.name!r}: data weights must be >= 0 with a positive sum")
+        for key, value in {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                           "n_per_domain": self.n_per_domain, "max_seq_len": self.max_seq_len}.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"recipe {self.name!r}: {key} must be a positive int, got {value!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"recipe {self.name!r}: batch_size {self.batch_size} is not divisible by "
+                             f"grad_accum {self.grad_accum}")
+        if self.keep_last < 1:
+            raise ValueError(f"recipe {self.name!r}: keep_last must be >= 1")
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def artifact(self) -> str:
+        """The artifact name, e.g. `nano-sft`."""
+        return f"{self.preset}-{self.name}"
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        return tuple(g for g in MODULE_GROUPS if g in self.lr)
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        return tuple(g for g in MODULE_GROUPS if g not in self.lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageRecipe:
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+    def params_hash(self) -> str:
+        """Hash of this recipe's parameters (not the description, not the checkpoint cadence)."""
+        params = {k: v for k, v in self.to_dict().items() if k not in ("description", "save_every", "keep_last")}
+        return _digest(params)
+
+    def replace(self, **changes: Any) -> StageRecipe:
+        """A copy with some parameters changed (e.g. fewer steps for a smoke test)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def _file_digest(path: str, mtime: float) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+CODE_FILES = ("train/loop.py", "train/collate.py", "train/stream.py", "model/*.py", "processing/*.py", "config.py",
+              "presets.py")
+
+
+def code_hash() -> str:
+    """Hash of the code that shapes a trained model: the training loop, the model and the processor."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted({p for pattern in CODE_FILES for p in root.glob(pattern)})
+    return _digest({p.relative_to(root).as_posix(): _file_digest(str(p), p.stat().st_mtime) for p in files})
+
+
+def inputs_hash(preset: str) -> str:
+    """Hash of what a recipe consumes besides its parameters: data generators, tokenizer, training/model code."""
+    from ..data.dataset import source_hash
+
+    parts = {"data": source_hash(), "code": code_hash()}
+    if preset == "nano":
+        from ..processing.tokenizer import TOKENIZER_DIR
+
+        tok = TOKENIZER_DIR / "tokenizer.json"
+        parts["tokenizer"] = _file_digest(str(tok), tok.stat().st_mtime) if tok.is_file() else "missing"
+    return _digest(parts)
+
+
+def fingerprint(recipe: StageRecipe, recipes: dict[str, StageRecipe] | None = None) -> str:
+    """Identity of a stage's result: its parameters, its inputs, and (recursively) its parent's fingerprint."""
+    recipes = RECIPES if recipes is None else recipes
+    parent = parent_of(recipe, recipes)
+    parent = fingerprint(parent, recipes) if parent else None
+    return _digest({"params": recipe.params_hash(), "inputs": inputs_hash(recipe.preset), "parent": parent})
+
+
+# ---------------------------------------------------------------------- nano recipes
+ALL_DOMAINS = {"text_rich": 1.0, "chart": 1.0, "reasoning": 1.0, "multi_image": 1.0, "general_vqa": 1.0,
+               "hallucination": 1.0, "multilingual": 1.0, "gui": 1.0}
+
+NANO_RECIPES: tuple[StageRecipe, ...] = (
+    StageRecipe(
+        name="llm", lr={"language_model": 2e-3}, data={}, text_only=1.0, text_corpus=2000,
+        max_seq_len=96, steps=300, batch_size=32, warmup_steps=20,
+        description="Stand-in for the pre-trained Qwen3: the random nano LLM learns the text of all domains.",
+    ),
+    StageRecipe(
+        name="pt1", parent="llm", lr={"vision_tower": 2e-3, "projector": 2e-3},
+        data={"general_vqa/caption": 2.0, "text_rich/sign": 1.0, "multilingual/read": 1.0, "text_rich": 1.0},
+        max_seq_len=128, steps=300, batch_size=16, warmup_steps=20,
+        description="Vision-language alignment: LLM frozen; the vision tower and projector learn captions and OCR.",
+    ),
+    StageRecipe(
+        name="pt2", parent="pt1", lr={"vision_tower": 5e-4, "projector": 1e-3, "language_model": 1e-3},
+        data={k: v for k, v in ALL_DOMAINS.items() if k != "gui"}, text_only=0.2,
+        max_seq_len=128, steps=400, batch_size=16, warmup_steps=20,
+        description="Joint pre-training: everything trains on image-text plus 20% text-only data.",
+    ),
+    StageRecipe(
+        name="pt3", parent="pt2", lr={"vision_tower": 5e-4, "projector": 1e-3, "language_model": 1e-3},
+        data=dict(ALL_DOMAINS), text_only=0.1, max_seq_len=192, steps=400, batch_size=16, warmup_steps=20,
+        description="Multi-task pre-training: all domains, longer sequences (GUI screens, several images).",
+    ),
+    StageRecipe(
+        name="sft", parent="pt3", lr={"vision_tower": 2e-4, "projector": 5e-4, "language_model": 5e-4},
+        data=dict(ALL_DOMAINS), text_only=0.05, loss_on="assistant", max_seq_len=192, steps=300, batch_size=16,
+        warmup_steps=20, data_seed=1,
+        description="Supervised fine-tuning on instruction conversations; loss on assistant tokens only.",
+    ),
+)
+RECIPES: dict[str, StageRecipe] = {r.artifact: r for r in NANO_RECIPES}
+
+
+def get_recipe(name: str, recipes: dict[str, StageRecipe] | None = None) -> StageRecipe:
+    """A recipe by artifact name (`nano-sft`) or, for nano, by stage name (`sft`)."""
+    return resolve(name, RECIPES if recipes is None else recipes)
+
+
+def resolve(name: str, recipes: dict[str, StageRecipe]) -> StageRecipe:
+    if name in recipes:
+        return recipes[name]
+    matches = [r for r in recipes.values() if r.name == name]
+    if len(matches) == 1:
+        return matches[0]
+    raise KeyError(f"unknown stage {name!r}; known: {sorted(recipes)}")
+
+
+def chain(name: str, recipes: dict[str, StageRecipe] | None = None) -> list[StageRecipe]:
+    """The stages that lead to `name`, first stage first (e.g. llm, pt1, pt2, pt3, sft)."""
+    recipes = RECIPES if recipes is None else recipes
+    out, seen = [], set()
+    recipe: StageRecipe | None = resolve(name, recipes)
+    while recipe is not None:
+        if recipe.artifact in seen:
+            raise ValueError(f"recipe chain has a cycle at {recipe.artifact}")
+        seen.add(recipe.artifact)
+        out.append(recipe)
+        recipe = parent_of(recipe, recipes)
+    return out[::-1]
+
+
+def parent_of(recipe: StageRecipe, recipes: dict[str, StageRecipe]) -> StageRecipe | None:
+    """The parent recipe (looked up as `<preset>-<parent>` first, then by name), or None for a first stage."""
+    if not recipe.parent:
+        return None
+    own = f"{recipe.preset}-{recipe.parent}"
+    return recipes[own] if own in recipes else resolve(recipe.parent, recipes)

@@ -1,0 +1,297 @@
+"""Training: loss masks, freeze schedules, learning, bit-exact resume, corrupt checkpoints, recipe hashes, cache.
+
+Everything runs on tiny hand-made data (32x32 single-colour images, 4 visual tokens, batch 4) with one torch
+thread, so the file takes well under a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+
+import datasets
+import pytest
+import torch
+from PIL import Image
+
+import andes_lib
+from andes_lib.train import artifacts as artifacts_mod
+from andes_lib.train.checkpoint import (CheckpointError, CorruptCheckpointError, list_checkpoints, optimizer_from_safetensors,
+                                        optimizer_to_safetensors, verify)
+from andes_lib.train.collate import IGNORE_INDEX, assistant_mask, collate, sequence_length
+from andes_lib.train.loop import LRSchedule, apply_freeze, run_stage
+from andes_lib.train.recipes import RECIPES, StageRecipe, chain, fingerprint
+from andes_lib.train.stream import DataStream, plan
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40)}
+
+
+def tiny_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        name = rng.choice(sorted(COLOURS))
+        rows.append({
+            "domain": "general_vqa", "task": "color", "images": [Image.new("RGB", (32, 32), COLOURS[name])],
+            "messages": [{"role": "user", "content": [{"type": "image", "text": None},
+                                                      {"type": "text", "text": "What colour is the image?"}]},
+                         {"role": "assistant", "content": [{"type": "text", "text": name}]}],
+        })
+    return rows
+
+
+def tiny_build_dataset(split, domains=None, n_per_domain=8, seed=0, progress=False, **kw):
+    """Stands in for andes_lib.data.build_dataset: any domain/task gets the colour task."""
+    domain = (domains or ["general_vqa"])[0]
+    rows = tiny_rows(n_per_domain, seed=zlib.crc32(f"{domain}-{seed}".encode()))
+    if domain == "text_only":
+        for r in rows:
+            r["images"] = []
+            r["messages"][0]["content"] = [{"type": "text", "text": "Say a colour."}]
+            r["domain"] = r["task"] = "text_only"
+    return datasets.Dataset.from_list(rows)
+
+
+@pytest.fixture(scope="module")
+def proc():
+    return andes_lib.build_processor("nano")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one intra-op thread is faster, and much faster when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def tiny_data(monkeypatch, tmp_path):
+    monkeypatch.setattr("andes_lib.data.build_dataset", tiny_build_dataset)
+    monkeypatch.setenv("ANDES_ARTIFACT_CACHE", str(tmp_path / "artifact-cache"))
+
+
+def recipe(**kw) -> StageRecipe:
+    base = dict(name="tiny", lr={"vision_tower": 3e-3, "projector": 3e-3, "language_model": 3e-3},
+                data={"general_vqa": 1.0}, n_per_domain=32, steps=6, batch_size=4, warmup_steps=1,
+                max_seq_len=64, loss_on="assistant")
+    return StageRecipe(**(base | kw))
+
+
+# ----------------------------------------------------------------------------- masks
+def test_assistant_mask_matches_the_chat_template_generation_blocks(proc):
+    msgs = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"},
+            {"role": "user", "content": "And 3 + 3?"}, {"role": "assistant", "content": "It is 6, of course."}]
+    out = proc.tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True)
+    ids = torch.tensor(out["input_ids"])
+    assert assistant_mask(ids, proc.tokenizer).tolist() == out["assistant_masks"]
+    # the labelled tokens decode to the answers with their end-of-turn token
+    mine = assistant_mask(ids, proc.tokenizer).bool()
+    assert proc.tokenizer.decode(ids[mine]) == "4<|im_end|>It is 6, of course.<|im_end|>"
+
+
+def test_collate_labels_only_assistant_tokens_and_never_the_image_span(proc):
+    rows = tiny_rows(3)
+    batch = collate(proc, rows, loss_on="assistant")
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert batch["pixel_values"].shape[0] == 3 * 16 and batch["image_grid_hw"].tolist() == [[4, 4]] * 3
+    for b, row in enumerate(rows):
+        kept = labels[b][labels[b] != IGNORE_INDEX]
+        assert proc.tokenizer.decode(kept) == row["messages"][1]["content"][0]["text"] + "<|im_end|>"
+    full = collate(proc, rows, loss_on="all")["labels"]
+    image_ids = [proc.tokenizer.convert_tokens_to_ids(t) for t in ("<img>", "</img>", "<|vision_pad|>")]
+    labelled = full[full != IGNORE_INDEX]
+    assert not any((labelled == i).any() for i in image_ids)
+    assert (full != IGNORE_INDEX).sum() > (labels != IGNORE_INDEX).sum()  # "all" also learns the question
+    assert (full[batch["attention_mask"] == 0] == IGNORE_INDEX).all()  # never the padding
+    assert sequence_length(proc, rows[0]) == int(batch["attention_mask"][0].sum())
+
+
+# ----------------------------------------------------------------------------- recipes, data order
+def test_recipe_hash_changes_with_every_parameter_and_the_parent():
+    r = RECIPES["nano-sft"]
+    assert r.params_hash() == r.replace(description="other words").params_hash()
+    for change in ({"steps": r.steps + 1}, {"lr": {**r.lr, "projector": 1e-4}}, {"data": {"gui": 1.0}},
+                   {"max_seq_len": 64}, {"seed": 1}, {"loss_on": "all"}, {"text_only": 0.5}):
+        assert r.replace(**change).params_hash() != r.params_hash(), change
+    table = dict(RECIPES)
+    before = fingerprint(table["nano-sft"], table)
+    table["nano-pt1"] = table["nano-pt1"].replace(steps=7)
+    assert fingerprint(table["nano-sft"], table) != before  # a changed ancestor invalidates the descendants
+    assert [s.name for s in chain("nano-sft")] == ["llm", "pt1", "pt2", "pt3", "sft"]
+    assert RECIPES["nano-pt1"].frozen == ("language_model",)
+    with pytest.raises(ValueError, match="unknown module group"):
+        StageRecipe(name="x", lr={"llm": 1e-3}, data={"gui": 1.0})
+
+
+def test_data_plan_is_deterministic_and_follows_the_mix():
+    r = recipe(steps=200, batch_size=8)
+    a, b = plan(r, [50, 30], [0.75, 0.25]), plan(r, [50, 30], [0.75, 0.25])
+    assert (a == b).all()
+    share = (a[:, 0] == 0).mean()
+    assert 0.7 < share < 0.8
+    first_pass = a[a[:, 0] == 1][:30, 1]
+    assert sorted(first_pass.tolist()) == list(range(30))  # each pass is a permutation of the pool
+    assert (plan(r.replace(seed=1), [50, 30], [0.75, 0.25]) != a).any()
+
+
+def test_lr_schedule_warms_up_then_decays():
+    s = LRSchedule(steps=100, warmup=10, min_ratio=0.1)
+    assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)
+    assert s(55) < s(20) and s(99) == pytest.approx(0.1, abs=0.01)
+
+
+# ----------------------------------------------------------------------------- training
+def test_freeze_schedule_really_freezes(tmp_path):
+    r = recipe(lr={"vision_tower": 3e-3, "projector": 3e-3}, steps=3)
+    model = andes_lib.build_model("nano", seed=r.seed)
+    counts = apply_freeze(model, r)
+    assert counts["language_model"]["trainable"] == 0 and counts["projector"]["trainable"] > 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_stage(r, tmp_path / "final", progress=False)
+    after = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(result.path)).state_dict()
+    for key, value in before.items():
+        unchanged = torch.equal(value, after[key])
+        if key.startswith("model.language_model.") or key == "lm_head.weight":
+            assert unchanged, f"{key} is frozen but changed"
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("model.projector."))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("model.vision_tower."))
+    assert result.info["trainable"]["language_model"]["trainable"] == 0
+
+
+def test_no_gradient_reaches_frozen_modules(proc):
+    r = recipe(lr={"projector": 1e-3})
+    model = andes_lib.build_model("nano")
+    apply_freeze(model, r)
+    batch = collate(proc, tiny_rows(2), "assistant")
+    labels = batch.pop("labels")
+    model(**batch, labels=labels).loss.backward()
+    for name, p in model.named_parameters():
+        if name.startswith("model.projector."):
+            assert p.grad is not None
+        else:
+            assert p.grad is None, f"{name} got a gradient"
+
+
+def test_loss_decreases_on_a_tiny_run(tmp_path):
+    result = run_stage(recipe(steps=25, warmup_steps=3), tmp_path / "final", progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3, losses
+
+
+def test_resume_after_a_kill_is_bit_exact(tmp_path):
+    r = recipe(steps=6, save_every=2, text_only=0.25)
+    straight = run_stage(r, tmp_path / "a" / "final", progress=False)
+    stopped = run_stage(r, tmp_path / "b" / "final", stop_after=3, progress=False)  # "killed" after step 3
+    assert stopped.path is None and list_checkpoints(tmp_path / "b" / "final.checkpoints")[-1].name == "step-000003"
+    (tmp_path / "b" / ".tmp-step-000004-junk").mkdir()  # a save that was interrupted
+    resumed = run_stage(r, tmp_path / "b" / "final", progress=False)
+    assert resumed.info["resumed_from_step"] == 3
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    a = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(straight.path)).state_dict()
+    b = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(resumed.path)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+CHILD = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+import andes_lib.data, test_train
+andes_lib.data.build_dataset = test_train.tiny_build_dataset
+from andes_lib.train.loop import run_stage
+run_stage(test_train.recipe(steps={steps}, save_every=1), {final!r}, progress=False)
+"""
+
+
+def test_resume_after_a_real_sigkill_matches_the_uninterrupted_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    steps, final = 8, tmp_path / "killed" / "final"
+    code = CHILD.format(tests=str(Path(__file__).parent), steps=steps, final=str(final))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpts = tmp_path / "killed" / "final.checkpoints"
+    deadline = time.monotonic() + 120
+    while not (ckpts / "step-000003").is_dir():
+        assert child.poll() is None, child.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the child never reached step 3"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)  # wherever it is: mid-step or mid-save
+    child.wait()
+    assert not (final / "model.safetensors").exists()
+    resumed = run_stage(recipe(steps=steps, save_every=1), final, progress=False)
+    straight = run_stage(recipe(steps=steps, save_every=1), tmp_path / "straight" / "final", progress=False)
+    assert resumed.info["resumed_from_step"] >= 3
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    a = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(straight.path)).state_dict()
+    b = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(resumed.path)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corrupt_checkpoint_gives_a_clear_error_and_the_previous_survives(tmp_path):
+    r = recipe(steps=6, save_every=1, keep_last=2)
+    final = tmp_path / "final"
+    run_stage(r, final, stop_after=4, progress=False)
+    ckpts = list_checkpoints(tmp_path / "final.checkpoints")
+    assert [c.name for c in ckpts] == ["step-000003", "step-000004"]  # keep_last=2 pruned the older ones
+    weights = ckpts[-1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as by a full disk
+    with pytest.raises(CorruptCheckpointError) as err:
+        run_stage(r, final, progress=False)
+    message = str(err.value)
+    assert str(weights) in message and str(ckpts[0]) in message
+    verify(ckpts[0])  # the previous one is intact
+    resumed = run_stage(r, final, progress=False, on_corrupt="previous")
+    assert resumed.info["resumed_from_step"] == 3 and resumed.path is not None
+
+
+def test_checkpoints_of_other_inputs_are_never_resumed(tmp_path):
+    r = recipe(steps=4, save_every=1)
+    run_stage(r, tmp_path / "final", stop_after=2, progress=False)
+    with pytest.raises(CheckpointError, match="another recipe or other inputs"):
+        run_stage(r, tmp_path / "final", progress=False, fingerprint="tokenizer-retrained")
+    restarted = run_stage(r, tmp_path / "final", progress=False, fingerprint="tokenizer-retrained", on_stale="restart")
+    assert restarted.info["resumed_from_step"] == 0 and restarted.path is not None
+
+
+def test_optimizer_state_round_trips_through_safetensors():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors, doc = optimizer_to_safetensors(opt.state_dict())
+    doc = json.loads(json.dumps(doc))
+    restored = optimizer_from_safetensors(tensors, doc)
+    fresh = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    fresh.load_state_dict(restored)
+    for a, b in zip(opt.state.values(), fresh.state.values(), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- artifact cache
+def test_get_artifact_builds_the_chain_then_reuses_and_rebuilds_when_stale(tmp_path, monkeypatch):
+    table = {"nano-a": recipe(name="a", steps=2), "nano-b": recipe(name="b", parent="a", steps=2)}
+    calls = []
+    real = artifacts_mod.run_stage
+    monkeypatch.setattr(artifacts_mod, "run_stage", lambda r, *a, **k: calls.append(r.name) or real(r, *a, **k))
+    run = tmp_path / "run"
+    path = artifacts_mod.get_artifact("nano-b", run, recipes=table, progress=False)
+    assert calls == ["a", "b"] and path == run / "artifacts" / "nano-b"
+    assert set(artifacts_mod.list_artifacts(run)) == {"nano-a", "nano-b"}
+    model = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(path))
+    assert model.config.image_token_id == andes_lib.build_processor("nano").image_token_id
+    assert artifacts_mod.get_artifact("nano-b", run, recipes=table, progress=False) == path and len(calls) == 2
+    table["nano-a"] = table["nano-a"].replace(lr={"projector": 1e-3})  # the parent changed: both are stale
+    artifacts_mod.get_artifact("nano-b", run, recipes=table, progress=False)
+    assert calls == ["a", "b", "a", "b"]
+    other = tmp_path / "other-run"  # a fresh run finds them in the cross-run cache
+    artifacts_mod.get_artifact("nano-b", other, recipes=table, progress=False)
+    assert len(calls) == 4 and (other / "artifacts" / "nano-b" / "model.safetensors").is_file()
