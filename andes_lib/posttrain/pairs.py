@@ -1,0 +1,105 @@
+"""Preference pairs for MPO (SPEC §3.3): chosen = the correct, grounded answer; rejected = a wrong one.
+
+Two sources, both judged by the generator's ground truth (never by another model):
+
+- `answer_space_pairs`: the data package's pairs; the rejected answer is another value of the question's own
+  answer space (another colour, count, box, the flipped yes/no of a presence question: a hallucinated object).
+- `sampled_pairs`: InternVL's MPO recipe, on-policy. The SFT model answers each prompt `k` times with sampling;
+  every answer the metric scores below `threshold` is a mistake *this model actually makes*, and becomes the
+  rejected side of a pair whose chosen side is the ground truth. Prompts the model always gets right give no
+  pair: the preference signal concentrates where the model hallucinates.
+
+`build_mpo_pairs` mixes both and returns per-domain statistics (how often the sampled answers were wrong).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import datasets
+import pandas as pd
+
+from ..data.base import assistant_message, user_message
+from ..data.dataset import FEATURES, build_dataset, build_preference_dataset
+from ..eval.metrics import score
+from .common import sample_answers
+
+PAIR_FEATURES = datasets.Features(dict(FEATURES["preference"]) | {"source": datasets.Value("string")})
+PAIR_COLUMNS = tuple(PAIR_FEATURES)
+
+
+def answer_space_pairs(split: str = "train", domains: Sequence[str] | None = None, n_per_domain: int = 32,
+                       seed: int = 2, progress: bool = False) -> datasets.Dataset:
+    """Pairs whose rejected answer is drawn from the question's answer space (`andes_lib.data.preferences`)."""
+    ds = build_preference_dataset(split, domains, n_per_domain, seed, progress=progress)
+    return ds.add_column("source", ["answer_space"] * len(ds)).cast(PAIR_FEATURES)
+
+
+def sampled_pairs(model: Any, processor: Any, rows: datasets.Dataset, k: int = 4, temperature: float = 1.0,
+                  max_new_tokens: int = 32, threshold: float = 0.5, max_pairs_per_prompt: int = 1,
+                  batch_size: int = 32, seed: int = 0) -> tuple[datasets.Dataset, pd.DataFrame]:
+    """On-policy pairs: sample `k` answers per SFT-format row, reject those the row's metric scores < threshold.
+
+    Returns the pairs and one row per domain: prompts, sampled answers, share judged wrong, pairs made.
+    """
+    samples = sample_answers(model, processor, rows, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, seed=seed)
+    pairs, stats = [], Counter()
+    for row, outs in zip(rows, samples, strict=True):
+        domain = row["domain"]
+        stats[(domain, "prompts")] += 1
+        wrong: list[str] = []
+        for out in outs:
+            text = out["text"].strip()
+            stats[(domain, "sampled")] += 1
+            if score(text, row["answer"], row["metric"]) < threshold:
+                stats[(domain, "wrong")] += 1
+                if text and text not in wrong:
+                    wrong.append(text)
+        for rejected in wrong[:max_pairs_per_prompt]:
+            stats[(domain, "pairs")] += 1
+            pairs.append({
+                "id": f"{row['id']}-sampled-{len(pairs)}", "domain": domain, "task": row["task"],
+                "lang": row.get("lang") or "en", "seed": row.get("seed"), "images": list(row["images"]),
+                "prompt": [user_message(row["question"], len(row["images"]))],
+                "chosen": [assistant_message(row["answer"])], "rejected": [assistant_message(rejected)],
+                "answer": row["answer"], "metric": row["metric"], "source": "sampled",
+            })
+    table = pd.DataFrame([{
+        "domain": d, "prompts": stats[(d, "prompts")], "sampled": stats[(d, "sampled")],
+        "wrong_share": stats[(d, "wrong")] / max(1, stats[(d, "sampled")]), "pairs": stats[(d, "pairs")],
+    } for d in dict.fromkeys(rows["domain"])])
+    data = datasets.Dataset.from_list(pairs, features=PAIR_FEATURES) if pairs else empty_pairs()
+    return data, table
+
+
+def empty_pairs() -> datasets.Dataset:
+    return datasets.Dataset.from_dict({c: [] for c in PAIR_COLUMNS}, features=PAIR_FEATURES)
+
+
+def build_mpo_pairs(model: Any, processor: Any, domains: Sequence[str] | None = None, n_sampled: int = 48,
+                    n_answer_space: int = 16, k: int = 4, temperature: float = 1.0, max_new_tokens: int = 32,
+                    seed: int = 2, batch_size: int = 32, progress: bool = False
+                    ) -> tuple[datasets.Dataset, pd.DataFrame]:
+    """The MPO training set: on-policy pairs from `n_sampled` train prompts per domain, plus `n_answer_space`
+    answer-space pairs per domain (fresh train-split seeds: `seed`, never the test split). Shuffled.
+    """
+    parts, table = [], pd.DataFrame()
+    if n_sampled:
+        rows = build_dataset("train", domains, n_sampled, seed, progress=progress)
+        sampled, table = sampled_pairs(model, processor, rows, k=k, temperature=temperature,
+                                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+        parts.append(sampled)
+    if n_answer_space:
+        static = answer_space_pairs("train", domains, n_answer_space, seed + 1, progress)
+        parts.append(static)
+        counts = Counter(static["domain"])
+        if table.empty:
+            table = pd.DataFrame({"domain": list(counts)})
+        table["answer_space_pairs"] = table["domain"].map(counts).fillna(0).astype(int)
+    if not parts:
+        raise ValueError("no pairs requested: n_sampled and n_answer_space are both 0")
+    data = datasets.concatenate_datasets(parts).shuffle(seed=seed)
+    return data, table

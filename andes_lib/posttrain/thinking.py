@@ -1,0 +1,105 @@
+"""Long chain-of-thought SFT: the first step of the Thinking model (ANDESVL.md §2, SPEC §3.4).
+
+The rationale-bearing domains (`reasoning`, `chart`: every sample carries a step-by-step rationale ending in
+`\\boxed{answer}`) are written in the thinking format, the prompt pre-filled with `<think>\\n` exactly as
+`apply_chat_template(..., enable_thinking=True)` writes it at inference:
+
+    prompt:      <|im_start|>user\\n<image>How many stars are there?<|im_end|>\\n<|im_start|>assistant\\n<think>\\n
+    completion:  I count the stars: 1, 2, 3. There are 3 stars. The answer is \\boxed{3}.\\n</think>\\n\\n3<|im_end|>
+
+A replay share of ordinary instruction rows (all domains, no pre-fill, the answer directly) keeps the
+non-thinking mode: the loss never trains the choice of `<think>` itself, so `enable_thinking` decides the mode
+at inference (on: reason then answer; off: answer directly). The loss is on the completion only
+(TRL `SFTTrainer`, prompt-completion format).
+
+Simplification vs the paper: "long" CoT here means the generators' short rationales (one to three sentences);
+the paper's long-CoT data is distilled from stronger reasoning models.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from ..data.dataset import build_dataset
+from ..data.registry import DOMAINS
+from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, log_frame, prompt_text, save_checkpoint,
+                     seed_all)
+
+THINKING_DOMAINS: tuple[str, ...] = ("reasoning", "chart")
+END = "<|im_end|>"
+
+
+def thinking_completion(rationale: str, answer: str) -> str:
+    """What follows the pre-filled `<think>\\n`: the rationale, `</think>`, the final answer, end of turn."""
+    return f"{rationale}\n</think>\n\n{answer}{END}"
+
+
+def thinking_sft_data(processor: Any, n_thinking: int = 400, n_replay: int = 40,
+                      thinking_domains: Sequence[str] = THINKING_DOMAINS, replay_domains: Sequence[str] = DOMAINS,
+                      seed: int = 3, split: str = "train", progress: bool = False) -> datasets.Dataset:
+    """Prompt-completion rows: `n_thinking` per thinking domain (rationale), `n_replay` per replay domain (plain).
+
+    Columns: images, prompt, completion (strings), domain, mode ("thinking" / "instruct"). Shuffled.
+    """
+    rows = []
+    if n_thinking:
+        for r in build_dataset(split, list(thinking_domains), n_thinking, seed, progress=progress):
+            if not r["rationale"]:
+                raise ValueError(f"{r['id']}: domain {r['domain']} has no rationale; it cannot be a thinking domain")
+            rows.append({"images": r["images"], "domain": r["domain"], "mode": "thinking",
+                         "prompt": prompt_text(processor, r["question"], len(r["images"]), thinking=True),
+                         "completion": thinking_completion(r["rationale"], r["answer"])})
+    if n_replay:
+        for r in build_dataset(split, list(replay_domains), n_replay, seed + 1, progress=progress):
+            rows.append({"images": r["images"], "domain": r["domain"], "mode": "instruct",
+                         "prompt": prompt_text(processor, r["question"], len(r["images"]), thinking=False),
+                         "completion": f"{r['answer']}{END}"})
+    if not rows:
+        raise ValueError("no rows: n_thinking and n_replay are both 0")
+    features = datasets.Features({"images": datasets.List(datasets.Image()), "domain": datasets.Value("string"),
+                                  "mode": datasets.Value("string"), "prompt": datasets.Value("string"),
+                                  "completion": datasets.Value("string")})
+    return datasets.Dataset.from_list(rows, features=features).shuffle(seed=seed)
+
+
+@dataclass
+class SFTResult:
+    """Where the model was saved, the trainer's per-step log and timing."""
+
+    path: Path
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def frame(self):
+        return log_frame(self.log_history)
+
+
+def run_thinking_sft(init_dir: str | os.PathLike[str], data: datasets.Dataset, out_dir: str | os.PathLike[str],
+                     steps: int = 150, batch_size: int = 16, lr: float = 5e-4, seed: int = 0,
+                     log_every: int = 10, **overrides: Any) -> SFTResult:
+    """Completion-only SFT (TRL `SFTTrainer`) from `init_dir` on `thinking_sft_data` rows; saves to `out_dir`."""
+    from trl import SFTConfig, SFTTrainer
+
+    seed_all(seed)
+    model, processor = load_checkpoint(init_dir)
+    model.train()
+    kwargs = dict(TRL_CPU_ARGS) | {
+        "output_dir": str(Path(out_dir) / "trainer"), "max_steps": steps, "per_device_train_batch_size": batch_size,
+        "learning_rate": lr, "lr_scheduler_type": "cosine", "warmup_steps": min(10, steps // 10), "seed": seed,
+        "data_seed": seed, "max_length": None, "completion_only_loss": True, "weight_decay": 0.0,
+    }
+    args = SFTConfig(**(kwargs | overrides))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data.select_columns(["images", "prompt", "completion"]),
+                         processing_class=processor)
+    compact_logging(trainer, log_every, ("loss", "mean_token_accuracy"))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return SFTResult(save_checkpoint(trainer.model, processor, out_dir), list(trainer.state.log_history), seconds)
