@@ -294,7 +294,8 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     info = {"recipe": recipe.to_dict(), "params_hash": recipe.params_hash(), "fingerprint": fingerprint,
             "parent": str(init_from) if init_from else None, "trainable": counts,
             "data": stream.summary(), "steps_done": len(history), "resumed_from_step": start_step,
-            "train_seconds": round(time.perf_counter() - started, 2)}
+            "train_seconds": round(time.perf_counter() - started, 2),  # this call, set-up included
+            "step_seconds": round(sum(h["seconds"] for h in history), 2)}  # all steps, resumed ones included
     if len(history) < recipe.steps:
         return StageResult(recipe, None, history, info)
 
