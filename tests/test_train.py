@@ -17,12 +17,12 @@ from PIL import Image
 
 import andes_lib
 from andes_lib.train import artifacts as artifacts_mod
-from andes_lib.train.checkpoint import (CheckpointError, CorruptCheckpointError, list_checkpoints, optimizer_from_safetensors,
-                                        optimizer_to_safetensors, verify)
+from andes_lib.train.checkpoint import (CheckpointError, CorruptCheckpointError, list_checkpoints,
+                                        optimizer_from_safetensors, optimizer_to_safetensors, verify)
 from andes_lib.train.collate import IGNORE_INDEX, assistant_mask, collate, sequence_length
 from andes_lib.train.loop import LRSchedule, apply_freeze, run_stage
 from andes_lib.train.recipes import RECIPES, StageRecipe, chain, fingerprint
-from andes_lib.train.stream import DataStream, plan
+from andes_lib.train.stream import plan
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40)}
 

@@ -63,7 +63,8 @@ def scaled(recipe: StageRecipe, scale: float) -> StageRecipe:
     batch = recipe.batch_size if scale >= 1 else max(2, round(recipe.batch_size * math.sqrt(scale)))
     accum = recipe.grad_accum if batch % recipe.grad_accum == 0 else 1
     return recipe.replace(
-        steps=steps, batch_size=batch, grad_accum=accum, warmup_steps=max(1, min(steps // 2, math.ceil(recipe.warmup_steps * scale))),
+        steps=steps, batch_size=batch, grad_accum=accum,
+        warmup_steps=max(1, min(steps // 2, math.ceil(recipe.warmup_steps * scale))),
         n_per_domain=max(8, math.ceil(recipe.n_per_domain * scale)),
         text_corpus=math.ceil(recipe.text_corpus * scale) if recipe.text_corpus else 0,
         save_every=max(1, math.ceil(recipe.save_every * scale)) if recipe.save_every else 0,
