@@ -30,7 +30,8 @@ def sample(rng: random.Random) -> dict:
     colour, shape = rng.choice(sorted(COLOURS)), rng.choice(SHAPES)
     x, y = rng.randint(0, 66), rng.randint(0, 66)
     draw_shape(ImageDraw.Draw(image), shape, (x, y, x + 28, y + 28), COLOURS[colour])
-    return {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the shape?"}]},
+    question = [{"type": "image"}, {"type": "text", "text": "What colour is the shape?"}]
+    return {"messages": [{"role": "user", "content": question},
                          {"role": "assistant", "content": [{"type": "text", "text": colour}]}], "images": [image]}
 
 
@@ -51,7 +52,8 @@ def probe(init: str, lr_vision: float, lr_llm: float, steps: int) -> list[tuple[
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_pretrained(init)
     processor = andes_lib.AndesVLProcessor.from_pretrained(init)
-    recipe = RECIPES["nano-sft"].replace(lr={"vision_tower": lr_vision, "projector": lr_vision, "language_model": lr_llm})
+    lrs = {"vision_tower": lr_vision, "projector": lr_vision, "language_model": lr_llm}
+    recipe = RECIPES["nano-sft"].replace(lr=lrs)
     model.train()
     apply_freeze(model, recipe)
     optimizer = torch.optim.AdamW(param_groups(model, recipe), betas=recipe.betas)
@@ -66,7 +68,7 @@ def probe(init: str, lr_vision: float, lr_llm: float, steps: int) -> list[tuple[
         optimizer.step()
         optimizer.zero_grad()
         if step % 10 == 0 or step == steps:
-            out.append((step, float(loss), accuracy(model, processor, test)))
+            out.append((step, loss.item(), accuracy(model, processor, test)))
     return out
 
 
