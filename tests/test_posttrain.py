@@ -21,11 +21,6 @@ from andes_lib.posttrain.rewards import accuracy_score, format_score, parse_thin
 from andes_lib.posttrain.thinking import thinking_completion
 
 
-@pytest.fixture(scope="module")
-def proc():
-    return andes_lib.build_processor("nano")
-
-
 def image(i: int, w: int = 32, h: int = 32) -> Image.Image:
     return Image.new("RGB", (w + 16 * (i % 2), h), (40 * i % 255, 200, 90))
 

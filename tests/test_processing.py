@@ -13,11 +13,6 @@ import andes_lib
 from andes_lib.processing.image import get_target_size, load_image, patchify, unpatchify
 
 
-@pytest.fixture(scope="module")
-def proc():
-    return andes_lib.build_processor("nano")
-
-
 @pytest.mark.parametrize("size, tokens", [((640, 480), 414), ((224, 224), 64), ((100, 30), 8),
                                           ((1120, 840), 1200), ((1080, 2400), 3354), ((4032, 3024), 4144)])
 def test_released_sizing_rule_examples(size, tokens):

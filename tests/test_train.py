@@ -24,6 +24,8 @@ from andes_lib.train.loop import LRSchedule, apply_freeze, run_stage
 from andes_lib.train.recipes import RECIPES, StageRecipe, chain, fingerprint
 from andes_lib.train.stream import plan
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40)}
 
 
@@ -51,20 +53,6 @@ def tiny_build_dataset(split, domains=None, n_per_domain=8, seed=0, progress=Fal
             r["messages"][0]["content"] = [{"type": "text", "text": "Say a colour."}]
             r["domain"] = r["task"] = "text_only"
     return datasets.Dataset.from_list(rows)
-
-
-@pytest.fixture(scope="module")
-def proc():
-    return andes_lib.build_processor("nano")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread is faster, and much faster when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +109,7 @@ def test_recipe_hash_changes_with_every_parameter_and_the_parent():
     before = fingerprint(table["nano-sft"], table)
     table["nano-pt1"] = table["nano-pt1"].replace(steps=7)
     assert fingerprint(table["nano-sft"], table) != before  # a changed ancestor invalidates the descendants
-    assert [s.name for s in chain("nano-sft")] == ["llm", "pt1", "pt2", "pt3", "sft"]
+    assert [s.name for s in chain("nano-sft")] == ["llm", "vision", "pt1", "pt2", "pt3", "sft"]
     assert RECIPES["nano-pt1"].frozen == ("language_model",)
     with pytest.raises(ValueError, match="unknown module group"):
         StageRecipe(name="x", lr={"llm": 1e-3}, data={"gui": 1.0})

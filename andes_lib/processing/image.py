@@ -94,14 +94,17 @@ def get_target_size(
     return max(base, math.ceil(w / base) * base), max(base, math.ceil(h / base) * base)
 
 
-def resize_and_pad(image: Image.Image, size: tuple[int, int], fill: tuple[int, int, int]) -> Image.Image:
-    """Resize with aspect kept to fit `size`, centred on a `fill`-coloured canvas."""
+def resize_and_pad(image: Image.Image, size: tuple[int, int], fill: tuple[int, int, int] | int,
+                   resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
+    """Resize with aspect kept to fit `size`, centred on a `fill`-coloured canvas of the image's mode.
+
+    `resample=NEAREST` moves a label mask exactly as its image moves (`train.patch_labels`)."""
     tw, th = size
     w, h = image.size
     s = min(tw / w, th / h)
     nw, nh = max(1, min(tw, round(w * s))), max(1, min(th, round(h * s)))
-    canvas = Image.new("RGB", (tw, th), fill)
-    canvas.paste(image.resize((nw, nh), Image.Resampling.BICUBIC), ((tw - nw) // 2, (th - nh) // 2))
+    canvas = Image.new(image.mode, (tw, th), fill)
+    canvas.paste(image.resize((nw, nh), resample), ((tw - nw) // 2, (th - nh) // 2))
     return canvas
 
 

@@ -1,10 +1,11 @@
 """Training: the three pre-training stages and SFT of AndesVL (ANDESVL.md §2, SPEC §3) as resumable recipes.
 
     from andes_lib.train import get_artifact
-    ckpt = get_artifact("nano-sft", run_dir=RUN_DIR)     # trains llm -> pt1 -> pt2 -> pt3 -> sft when missing
+    ckpt = get_artifact("nano-sft", run_dir=RUN_DIR)     # trains llm -> vision -> pt1 -> pt2 -> pt3 -> sft when missing
 
 Modules: `recipes` (StageRecipe, the nano chain, fingerprints), `stream` (the data mix as a resumable plan),
-`collate` (batches and loss masks), `loop` (`run_stage`, an accelerate loop), `checkpoint` (atomic safetensors
+`collate` (batches and loss masks), `patch_labels` (the `vision` stage: dense shape/colour labels per patch),
+`loop` (`run_stage`, an accelerate loop), `checkpoint` (atomic safetensors
 checkpoints), `artifacts` (the cache), `plots` (loss/LR curves).
 """
 

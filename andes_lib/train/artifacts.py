@@ -1,7 +1,7 @@
 """The artifact cache: a stage name (`nano-sft`) -> a checkpoint folder, built on demand by its recipe chain.
 
     from andes_lib.train.artifacts import get_artifact, list_artifacts
-    ckpt = get_artifact("nano-sft", run_dir=RUN_DIR)     # runs llm -> pt1 -> pt2 -> pt3 -> sft if needed
+    ckpt = get_artifact("nano-sft", run_dir=RUN_DIR)     # runs llm -> vision -> pt1 -> pt2 -> pt3 -> sft if needed
     model = AutoModelForImageTextToText.from_pretrained(ckpt); proc = AndesVLProcessor.from_pretrained(ckpt)
 
 Where things live: `<run>/artifacts/<name>/` (a `save_pretrained` folder + processor + `history.json` +

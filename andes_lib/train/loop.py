@@ -38,11 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .checkpoint import (CheckpointError, atomic_dir, latest_checkpoint, load_model_weights,
                          load_state, save_checkpoint, set_rng_state, write_json)
 from .collate import IGNORE_INDEX, collate
+from .patch_labels import HEAD_FILE, HEAD_PREFIX, attach_head, collate_patch_labels, patch_label_loss
 from .recipes import MODULE_GROUPS, StageRecipe
 from .stream import DataStream, build_pools
 
@@ -66,7 +68,9 @@ def apply_freeze(model: torch.nn.Module, recipe: StageRecipe) -> dict[str, dict[
         counts[name] = {"params": sum(p.numel() for p in module.parameters()),
                         "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad)}
     for name, p in model.named_parameters():  # anything outside the three groups (an untied lm_head)
-        if not any(name.startswith(f"model.{g}.") for g in MODULE_GROUPS):
+        if name.startswith(HEAD_PREFIX):  # the `vision` stage's patch-label head always trains
+            p.requires_grad_(True)
+        elif not any(name.startswith(f"model.{g}.") for g in MODULE_GROUPS):
             p.requires_grad_("language_model" in recipe.lr)
     return counts
 
@@ -80,15 +84,16 @@ def trainable_table(model: torch.nn.Module, recipe: StageRecipe) -> list[dict[st
 def param_groups(model: torch.nn.Module, recipe: StageRecipe) -> list[dict[str, Any]]:
     """One optimizer group per (module group, decay/no-decay); frozen groups are left out."""
     groups = []
-    for name, module in module_groups(model).items():
-        if name not in recipe.lr:
-            continue
+    modules = {g: (m, recipe.lr[g]) for g, m in module_groups(model).items() if g in recipe.lr}
+    if hasattr(model, "patch_label_head"):  # the `vision` stage's head learns at the vision tower's rate
+        modules["patch_label_head"] = (model.patch_label_head, recipe.lr["vision_tower"])
+    for name, (module, lr) in modules.items():
         params = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         for suffix, ps, wd in (("", decay, recipe.weight_decay), ("/no_decay", no_decay, 0.0)):
             if ps:
-                groups.append({"params": ps, "lr": recipe.lr[name], "weight_decay": wd, "name": name + suffix})
+                groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + suffix})
     return groups
 
 
@@ -188,6 +193,7 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     seed_everything(recipe.seed)
     started = time.perf_counter()
     model, processor = load_start(recipe, init_from)
+    labeler = attach_head(model) if recipe.objective == "patch_labels" else None
     model.train()
     counts = apply_freeze(model, recipe)
     optimizer = torch.optim.AdamW(param_groups(model, recipe), betas=recipe.betas, weight_decay=recipe.weight_decay,
@@ -231,8 +237,33 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
 
     if recipe.save_every and str(accelerator.distributed_type) in ("FSDP", "DistributedType.FSDP"):
         raise NotImplementedError("mid-stage checkpoints under FSDP are not implemented: set save_every=0")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # what runs forward: the whole VLM, or (vision stage) the vision tower and its head only
+    if labeler is not None:
+        model.to(accelerator.device)  # the frozen LLM rides along, so checkpoints see one device
+    net, optimizer = accelerator.prepare(labeler if labeler is not None else model, optimizer)
+    model = net if labeler is None else model
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    if labeler is None:
+        def make_batch(rows: list) -> dict[str, torch.Tensor]:
+            return collate(processor, rows, recipe.loss_on)
+
+        def n_targets(batch: dict[str, torch.Tensor]) -> int:
+            return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+        def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            labels = batch.pop("labels")
+            logits = net(**batch, use_cache=False).logits
+            return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+    else:
+        def make_batch(rows: list) -> dict[str, torch.Tensor]:
+            return collate_patch_labels(processor, rows)
+
+        def n_targets(batch: dict[str, torch.Tensor]) -> int:
+            return 2 * batch["shape_labels"].numel()  # a shape and a colour label per patch
+
+        def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return patch_label_loss(*net(batch["pixel_values"], batch["image_grid_hw"]), batch)
     world, rank = accelerator.num_processes, accelerator.process_index
     if recipe.batch_size % (world * recipe.grad_accum):
         raise ValueError(f"batch_size {recipe.batch_size} must divide into {world} processes x {recipe.grad_accum} "
@@ -259,18 +290,14 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
         # gradient does not depend on how the rows are split
         rows = [rows[i] for i in sorted(range(len(rows)), key=lambda i: (lengths[i], i))]
         per_micro = len(rows) // recipe.grad_accum
-        micro = [collate(processor, rows[i * per_micro:(i + 1) * per_micro], recipe.loss_on)
-                 for i in range(recipe.grad_accum)]
-        n_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+        micro = [make_batch(rows[i * per_micro:(i + 1) * per_micro]) for i in range(recipe.grad_accum)]
+        n_tokens = sum(n_targets(b) for b in micro)
         loss_sum = torch.zeros((), device=accelerator.device)
         for i, batch in enumerate(micro):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            sync = accelerator.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
+            sync = accelerator.no_sync(net) if i < len(micro) - 1 else contextlib.nullcontext()
             with sync, accelerator.autocast():
-                logits = model(**batch, use_cache=False).logits
-                loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                       ignore_index=IGNORE_INDEX, reduction="sum")
+                loss = loss_of(batch)
                 accelerator.backward(loss / max(1, n_tokens))
             loss_sum += loss.detach()
         grad_norm = accelerator.clip_grad_norm_(trainable, recipe.max_grad_norm)
@@ -300,8 +327,13 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
         return StageResult(recipe, None, history, info)
 
     weights = accelerator.get_state_dict(model)
+    head = {k[len(HEAD_PREFIX):]: weights.pop(k) for k in list(weights) if k.startswith(HEAD_PREFIX)}
+    if labeler is not None:
+        del model.patch_label_head  # the final model is a plain AndesVL; the head is kept beside it
     if accelerator.is_main_process:
         def fill(tmp: Path) -> None:
+            if head:
+                save_file({k: v.contiguous() for k, v in head.items()}, str(tmp / HEAD_FILE))
             accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=weights)
             processor.save_pretrained(tmp)
             write_json(tmp / HISTORY_FILE, history)

@@ -24,9 +24,9 @@ def plot_history(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: st
                  smoothing: float = 0.9) -> go.Figure:
     """Loss (raw and smoothed) and learning rate per module group; stages are laid end to end."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06,
-                        subplot_titles=("loss (per token)", "learning rate"))
+                        subplot_titles=("loss (per token, or per patch label)", "learning rate"))
     offset = 0
-    dashes = {"vision_tower": "dot", "projector": "dash", "language_model": "solid"}
+    dashes = {"vision_tower": "dot", "patch_label_head": "dot", "projector": "dash", "language_model": "solid"}
     for i, (stage, history) in enumerate(histories.items()):
         if not history:
             continue

@@ -5,11 +5,12 @@ A `StageRecipe` is a frozen dataclass holding every parameter that changes the r
 the data generators' source and the tokenizer, so a checkpoint built from other inputs is never reused
 silently (`andes_lib.train.artifacts` checks it).
 
-The `nano` chain (CPU-sized) follows the paper's pipeline, with one extra stage in front:
+The `nano` chain (CPU-sized) follows the paper's pipeline, with two extra stages in front:
 
 | stage | trains | data | why |
 |---|---|---|---|
 | `llm` | LLM | text only | stands in for the pre-trained Qwen3 (nano's LLM is random) |
+| `vision` | vision tower (+ a head) | scenes of shapes | stands in for the pre-trained SigLIP2/AIMv2 (`patch_labels`) |
 | `pt1` | vision + projector | dense captions, OCR | alignment: the LLM is frozen, vision learns to speak it |
 | `pt2` | everything | image-text + 10% text | joint pre-training; text-only data keeps the language skill |
 | `pt3` | everything | all domains, long samples | multi-task pre-training, longer sequences (GUI, multi-image) |
@@ -18,7 +19,9 @@ The `nano` chain (CPU-sized) follows the paper's pipeline, with one extra stage 
 Learning rates: the from-scratch vision tower needs a small one. `benchmarks/probe_lr.py` (one shape on a plain
 background, "What colour is the shape?", batch 16, from `nano-llm`, 64 held-out items) measured after 60 steps:
 vision+projector / LLM at 3e-4 / 3e-4: 100%; 3e-4 / 1e-3: 88%; 1e-3 / 3e-4: 53%; 1e-3 / 1e-3: 42%.
-Hence vision <= 3e-4 in every stage after `llm`.
+Hence vision <= 3e-4 in every language-model stage. The `vision` stage is the exception: a dense per-patch loss with
+no LLM in the loop. There, on hallucination scenes at batch 16, patch-level shape accuracy after 500 steps was 96%
+at 1e-3 and 59% at 3e-4; hence 1e-3.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 MODULE_GROUPS: tuple[str, ...] = ("vision_tower", "projector", "language_model")
 LOSS_ON: tuple[str, ...] = ("all", "assistant")
+OBJECTIVES: tuple[str, ...] = ("lm", "patch_labels")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class StageRecipe:
     data_seed: int = 0
     max_seq_len: int = 160  # longer image samples are skipped, longer text-only samples truncated
     loss_on: str = "all"  # "all" text tokens (pre-training) or "assistant" tokens only (SFT)
+    objective: str = "lm"  # "lm" (next-token loss) or "patch_labels" (the vision tower alone, train.patch_labels)
     steps: int = 100
     batch_size: int = 8  # global batch per optimizer step (split over processes)
     grad_accum: int = 1  # micro-batches per optimizer step (per process)
@@ -79,6 +84,11 @@ class StageRecipe:
             raise ValueError(f"recipe {self.name!r}: learning rates must be > 0 (leave a group out to freeze it)")
         if self.loss_on not in LOSS_ON:
             raise ValueError(f"recipe {self.name!r}: loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"recipe {self.name!r}: objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "patch_labels" and (set(self.lr) != {"vision_tower"} or self.text_only):
+            raise ValueError(f"recipe {self.name!r}: a patch_labels stage trains the vision tower alone on scenes "
+                             "of shapes: lr must be {'vision_tower': ...} and text_only 0")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"recipe {self.name!r}: schedule must be 'cosine' or 'constant'")
         if not 0.0 <= self.text_only <= 1.0:
@@ -142,8 +152,8 @@ def _file_digest(path: str, mtime: float) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-CODE_FILES = ("train/loop.py", "train/collate.py", "train/stream.py", "model/*.py", "processing/*.py", "config.py",
-              "presets.py")
+CODE_FILES = ("train/loop.py", "train/collate.py", "train/stream.py", "train/patch_labels.py", "model/*.py",
+              "processing/*.py", "config.py", "presets.py")
 
 
 def code_hash() -> str:
@@ -185,7 +195,14 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
         description="Stand-in for the pre-trained Qwen3: the random nano LLM learns the text of all domains.",
     ),
     StageRecipe(
-        name="pt1", parent="llm", lr={"vision_tower": 3e-4, "projector": 3e-4},
+        name="vision", parent="llm", objective="patch_labels", lr={"vision_tower": 1e-3},
+        data={"general_vqa": 1.0, "hallucination": 1.0, "multi_image": 1.0}, max_seq_len=192, steps=600,
+        batch_size=16, warmup_steps=20,
+        description="Stand-in for the pre-trained SigLIP2/AIMv2 encoder: the random vision tower alone learns to "
+                    "label every patch with the shape and colour under it.",
+    ),
+    StageRecipe(
+        name="pt1", parent="vision", lr={"vision_tower": 3e-4, "projector": 3e-4},
         data={"general_vqa/caption": 3.0, "text_rich/sign": 1.0, "multilingual/read": 1.0},
         max_seq_len=128, steps=400, batch_size=16, warmup_steps=20,
         description="Vision-language alignment: LLM frozen; the vision tower and projector learn captions and OCR.",

@@ -1,0 +1,118 @@
+"""The `vision` stage (dense patch labels): labels agree with pixels, only the vision tower trains, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import andes_lib
+from andes_lib.data import general_vqa
+from andes_lib.data.render import COLOURS
+from andes_lib.train.loop import run_stage
+from andes_lib.train.patch_labels import (COLOUR_CLASSES, HEAD_FILE, SHAPE_CLASSES, collate_patch_labels, load_labeler,
+                                          patch_label_accuracy, predict_shape_maps, scene_panels)
+from andes_lib.train.recipes import StageRecipe
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def own_caches(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("ANDES_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
+
+
+def scene_row(seed: int, size: tuple[int, int] = (96, 96)) -> dict:
+    """A general-VQA scene drawn at `size` (any size: the processor resizes and pads it)."""
+    scene = general_vqa.plan(random.Random(seed)).scene | {"size": list(size)}
+    return {"images": general_vqa.render(scene), "scene": json.dumps(scene), "messages": []}
+
+
+@pytest.mark.parametrize("size", [(96, 96), (120, 72)])
+def test_labels_name_the_colour_the_pixels_show(proc, size):
+    """Un-normalise the packed pixels: every object patch's label is the colour most of its pixels have."""
+    ip = proc.image_processor
+    mean, std = torch.tensor(ip.image_mean)[:, None], torch.tensor(ip.image_std)[:, None]
+    palette = torch.tensor([COLOURS[c] for c in COLOUR_CLASSES[1:]], dtype=torch.float)
+    checked = 0
+    for seed in range(6):
+        batch = collate_patch_labels(proc, [scene_row(seed, size)])
+        pixels = (batch["pixel_values"].view(-1, 3, ip.patch_size**2) * std + mean) * 255  # (patches, 3, p*p)
+        for k in torch.nonzero(batch["colour_labels"]).flatten().tolist():
+            rgb = pixels[k].T  # (p*p, 3)
+            nearest = torch.cdist(rgb, palette).argmin(-1)
+            close = torch.cdist(rgb, palette).min(-1).values < 60
+            votes = torch.bincount(nearest[close], minlength=len(palette))
+            assert COLOUR_CLASSES[1 + int(votes.argmax())] == COLOUR_CLASSES[batch["colour_labels"][k]]
+            checked += 1
+        assert (batch["shape_labels"] > 0).sum() == (batch["colour_labels"] > 0).sum()
+    assert checked > 50
+
+
+def test_multi_image_scenes_give_one_label_map_per_panel(proc):
+    from andes_lib.data import multi_image
+
+    sample = multi_image.plan(random.Random(0))
+    row = {"images": multi_image.render(sample.scene), "scene": json.dumps(sample.scene)}
+    batch = collate_patch_labels(proc, [row])
+    assert len(batch["image_grid_hw"]) == len(scene_panels(row["scene"])) > 1
+    assert batch["shape_labels"].shape[0] == batch["pixel_values"].shape[0]
+
+
+def test_scenes_without_shapes_are_refused_with_a_clear_error(proc):
+    with pytest.raises(ValueError, match="scenes of shapes"):
+        scene_panels({"size": [128, 64], "lines": [{"text": "$5"}]})
+
+
+def test_a_patch_label_recipe_trains_the_vision_tower_only():
+    with pytest.raises(ValueError, match="vision tower alone"):
+        StageRecipe(name="v", objective="patch_labels", lr={"vision_tower": 1e-3, "projector": 1e-3},
+                    data={"general_vqa": 1.0})
+    with pytest.raises(ValueError, match="objective"):
+        StageRecipe(name="v", objective="pixels", lr={"vision_tower": 1e-3}, data={"general_vqa": 1.0})
+
+
+def vision_recipe(**kw) -> StageRecipe:
+    base = dict(name="vision", objective="patch_labels", lr={"vision_tower": 2e-3}, data={"general_vqa": 1.0},
+                n_per_domain=24, steps=30, batch_size=4, warmup_steps=2, max_seq_len=256)
+    return StageRecipe(**(base | kw))
+
+
+def test_vision_stage_learns_changes_only_the_tower_and_keeps_the_head_beside(tmp_path, proc):
+    before = andes_lib.build_model("nano", seed=0).state_dict()
+    result = run_stage(vision_recipe(), tmp_path / "final", progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+    weights = load_file(str(result.path / "model.safetensors"))
+    assert not any(k.startswith("patch_label_head") for k in weights)
+    after = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(result.path)).state_dict()
+    for key, value in before.items():
+        if key.startswith("model.vision_tower."):
+            continue
+        assert torch.equal(value, after[key]), f"{key} is outside the vision tower but changed"
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("model.vision_tower."))
+    labeler, processor = load_labeler(result.path)
+    rows = [scene_row(10_000 + i) for i in range(8)]
+    scores = patch_label_accuracy(labeler, processor, rows)
+    assert scores["background"] > 0.9 and scores["object_patches"] > 0
+    maps = predict_shape_maps(labeler, processor, [rows[0]["images"][0], scene_row(1, (120, 72))["images"][0]])
+    assert [tuple(m.shape) for m in maps] == [(12, 12), (10, 16)] and int(maps[0].max()) < len(SHAPE_CLASSES)
+    with pytest.raises(FileNotFoundError, match=HEAD_FILE):
+        load_labeler(tmp_path)
+
+
+def test_vision_stage_resumes_bit_exactly_head_included(tmp_path):
+    r = vision_recipe(steps=6, save_every=2)
+    straight = run_stage(r, tmp_path / "a" / "final", progress=False)
+    stopped = run_stage(r, tmp_path / "b" / "final", stop_after=3, progress=False)
+    assert stopped.path is None
+    resumed = run_stage(r, tmp_path / "b" / "final", progress=False)
+    assert resumed.info["resumed_from_step"] == 3
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    for name in ("model.safetensors", HEAD_FILE):
+        a, b = load_file(str(straight.path / name)), load_file(str(resumed.path / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
