@@ -283,3 +283,11 @@ def test_get_artifact_builds_the_chain_then_reuses_and_rebuilds_when_stale(tmp_p
     other = tmp_path / "other-run"  # a fresh run finds them in the cross-run cache
     artifacts_mod.get_artifact("nano-b", other, recipes=table, progress=False)
     assert len(calls) == 4 and (other / "artifacts" / "nano-b" / "model.safetensors").is_file()
+
+
+def test_list_artifacts_follows_the_pipeline_order(tmp_path):
+    for name in ("nano-sft", "nano-vision", "my-model", "nano-pt1", "nano-llm", "half-written"):
+        (tmp_path / "artifacts" / name).mkdir(parents=True)
+        if name != "half-written":
+            (tmp_path / "artifacts" / name / "andes_artifact.json").write_text("{}")
+    assert list(artifacts_mod.list_artifacts(tmp_path)) == ["nano-llm", "nano-vision", "nano-pt1", "nano-sft", "my-model"]

@@ -144,11 +144,15 @@ def _is_main_process() -> bool:
 
 
 def list_artifacts(run_dir: str | os.PathLike[str] = "") -> dict[str, Path]:
-    """Complete artifacts present in the run directory, by name (fingerprints are not checked here)."""
+    """Complete artifacts present in the run directory, by name, in pipeline order (the recipes' order, then any
+    other name alphabetically); fingerprints are not checked here."""
     folder = run_root(run_dir) / "artifacts"
     if not folder.is_dir():
         return {}
-    return {p.name: p for p in sorted(folder.iterdir()) if (p / ARTIFACT_FILE).is_file()}
+    order = {name: i for i, name in enumerate(RECIPES)}
+    found = sorted((p for p in folder.iterdir() if (p / ARTIFACT_FILE).is_file()),
+                   key=lambda p: (order.get(p.name, len(order)), p.name))
+    return {p.name: p for p in found}
 
 
 def describe_chain(name: str, scale: float = 1.0, overrides: Mapping[str, Mapping[str, Any]] | None = None
