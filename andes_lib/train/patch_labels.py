@@ -3,13 +3,14 @@
 AndesVL starts from SigLIP2 / AIMv2, encoders that already know what is in an image; SigLIP2 adds dense and
 localisation objectives (LocCa captioning with boxes, self-distillation on patches) so its patch features say
 *what* is *where*. The nano vision tower starts random, and learning shapes through the language-model loss
-alone is slow (about 50% on "what shape is it?" after 300 VLM steps, `benchmarks/probe_lr.py`). The `vision`
+alone is slow (in our runs, a single-object "what shape is it?" was at about 50% after 300 VLM steps). The `vision`
 stage gives it the same kind of start cheaply: every patch of a synthetic scene is labelled with the shape and
 the colour of the object that covers it (or background), and two linear heads on the vision tower's patch
 features learn them. A step costs the vision tower only (no LLM), and every patch is a training signal.
 
 The labels come from the scene description itself: each object is drawn again into a mask with the generators'
-own `draw_shape`, so labels and pixels agree by construction. The heads are thrown away after the stage.
+own `draw_shape`, so labels and pixels agree by construction. The heads are not part of the final model: they
+are saved beside it (`HEAD_FILE`) for held-out checks and figures (`load_labeler`).
 """
 
 from __future__ import annotations
