@@ -21,7 +21,7 @@ from andes_lib.train.checkpoint import (CheckpointError, CorruptCheckpointError,
                                         optimizer_from_safetensors, optimizer_to_safetensors, verify)
 from andes_lib.train.collate import IGNORE_INDEX, assistant_mask, collate, sequence_length
 from andes_lib.train.loop import LRSchedule, apply_freeze, run_stage
-from andes_lib.train.recipes import RECIPES, StageRecipe, chain, fingerprint
+from andes_lib.train.recipes import RECIPES, StageRecipe, chain, fingerprint, get_recipe
 from andes_lib.train.stream import plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -113,6 +113,14 @@ def test_recipe_hash_changes_with_every_parameter_and_the_parent():
     assert RECIPES["nano-pt1"].frozen == ("language_model",)
     with pytest.raises(ValueError, match="unknown module group"):
         StageRecipe(name="x", lr={"llm": 1e-3}, data={"gui": 1.0})
+
+
+def test_smol_chain_starts_from_the_pretrained_llm_and_bare_names_mean_nano():
+    assert [r.artifact for r in chain("smol-sft")] == ["smol-vision", "smol-pt1", "smol-pt2", "smol-pt3", "smol-sft"]
+    assert RECIPES["smol-vision"].parent is None and RECIPES["smol-pt1"].frozen == ("language_model",)
+    assert all(r.lr.get("language_model", 0) <= 5e-5 for r in chain("smol-sft"))  # pre-trained: small LLM rates
+    assert get_recipe("sft") is RECIPES["nano-sft"] and get_recipe("smol-sft").preset == "smol"
+    assert fingerprint(RECIPES["smol-sft"]) != fingerprint(RECIPES["nano-sft"])
 
 
 def test_data_plan_is_deterministic_and_follows_the_mix():

@@ -225,7 +225,26 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
         description="Supervised fine-tuning on instruction conversations; loss on assistant tokens only.",
     ),
 )
-RECIPES: dict[str, StageRecipe] = {r.artifact: r for r in NANO_RECIPES}
+# ---------------------------------------------------------------------- smol recipes
+# `smol` pairs the real, pre-trained SmolLM2-135M-Instruct with a fresh nano-sized vision tower: the paper's starting
+# point (a pre-trained LLM that already reads and binds words), at a size a single GPU trains in minutes. There is no
+# `llm` stage, and the LLM learns at pre-trained-model rates. Same stages and data as nano; the learning rates are
+# the usual LLaVA-style choices, not tuned here: on 2 CPU cores a smol step costs about 19x a nano step
+# (`benchmarks/bench_model.py --preset smol --batch 16`), so this chain is meant for a GPU
+# (`python -m andes_lib.train smol-sft`).
+SMOL_LR = {
+    "pt1": {"vision_tower": 3e-4, "projector": 1e-3},
+    "pt2": {"vision_tower": 1e-4, "projector": 2e-4, "language_model": 2e-5},
+    "pt3": {"vision_tower": 1e-4, "projector": 2e-4, "language_model": 2e-5},
+    "sft": {"vision_tower": 5e-5, "projector": 1e-4, "language_model": 1e-5},
+}
+SMOL_RECIPES: tuple[StageRecipe, ...] = tuple(
+    r.replace(preset="smol", parent=None if r.name == "vision" else r.parent, lr=SMOL_LR.get(r.name, r.lr),
+              description=r.description.replace("random vision tower", "fresh vision tower"))
+    for r in NANO_RECIPES if r.name != "llm"
+)
+
+RECIPES: dict[str, StageRecipe] = {r.artifact: r for r in NANO_RECIPES + SMOL_RECIPES}
 
 
 def get_recipe(name: str, recipes: dict[str, StageRecipe] | None = None) -> StageRecipe:
@@ -237,6 +256,8 @@ def resolve(name: str, recipes: dict[str, StageRecipe]) -> StageRecipe:
     if name in recipes:
         return recipes[name]
     matches = [r for r in recipes.values() if r.name == name]
+    if len(matches) > 1:  # a bare stage name means the nano one
+        matches = [r for r in matches if r.preset == "nano"]
     if len(matches) == 1:
         return matches[0]
     raise KeyError(f"unknown stage {name!r}; known: {sorted(recipes)}")
