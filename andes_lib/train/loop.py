@@ -15,8 +15,8 @@ device placement, mixed precision, gradient sync and multi-GPU launch, so the sa
     # sharded (FSDP, for the paper sizes): `accelerate config` (FSDP, FULL_SHARD, FULL_STATE_DICT), then
     accelerate launch --config_file fsdp.yaml -m andes_lib.train <preset>-sft --run-dir runs/gpu
 
-A larger preset needs its own recipe table (`StageRecipe(preset=...)`, e.g. for `smol`, whose LLM is already
-pre-trained so its chain starts at pt1). Checkpoint/resume is implemented for one process and for DDP (every
+Each preset has its own recipe table (`StageRecipe(preset=...)`; `smol`, whose LLM is already pre-trained, has no
+`llm` stage). Checkpoint/resume is implemented for one process and for DDP (every
 process holds the whole optimizer state; the main one writes it). Under FSDP the final model is gathered and
 saved (`accelerator.get_state_dict`), but mid-stage checkpoints are refused (`save_every` must be 0): the
 sharded optimizer state would need `FSDP.optim_state_dict`, which this loop does not implement.
