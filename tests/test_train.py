@@ -103,14 +103,15 @@ def test_recipe_hash_changes_with_every_parameter_and_the_parent():
     r = RECIPES["nano-sft"]
     assert r.params_hash() == r.replace(description="other words").params_hash()
     for change in ({"steps": r.steps + 1}, {"lr": {**r.lr, "projector": 1e-4}}, {"data": {"gui": 1.0}},
-                   {"max_seq_len": 64}, {"seed": 1}, {"loss_on": "all"}, {"text_only": 0.5}):
+                   {"max_seq_len": 64}, {"seed": 1}, {"loss_on": "all"}, {"text_only": 0.5},
+                   {"loss_weighting": "token"}):
         assert r.replace(**change).params_hash() != r.params_hash(), change
     table = dict(RECIPES)
     before = fingerprint(table["nano-sft"], table)
     table["nano-pt1"] = table["nano-pt1"].replace(steps=7)
     assert fingerprint(table["nano-sft"], table) != before  # a changed ancestor invalidates the descendants
     assert [s.name for s in chain("nano-sft")] == ["llm", "vision", "pt1", "pt2", "pt3", "sft"]
-    assert RECIPES["nano-pt1"].frozen == ("language_model",)
+    assert RECIPES["nano-pt1"].frozen == ("vision_tower", "language_model")  # alignment trains the projector only
     with pytest.raises(ValueError, match="unknown module group"):
         StageRecipe(name="x", lr={"llm": 1e-3}, data={"gui": 1.0})
 

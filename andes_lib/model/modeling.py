@@ -40,7 +40,8 @@ class AndesVLModel(AndesVLPreTrainedModel):
         super().__init__(config)
         self.vision_tower = AndesVisionModel(config.vision_config)
         self.projector = PixelShuffleProjector(
-            config.vision_config.hidden_size, config.text_config.hidden_size, layernorm=config.projector_layernorm
+            config.vision_config.hidden_size, config.text_config.hidden_size, layernorm=config.projector_layernorm,
+            output_rms=config.projector_output_rms,
         )
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
@@ -147,8 +148,12 @@ class AndesVLForConditionalGeneration(AndesVLPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
         )
         hidden = out.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep, :])
+        if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
+            # a (batch, seq) mask: logits (n_kept, vocab) only where a loss is taken (training skips the rest)
+            logits = self.lm_head(hidden[logits_to_keep])
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden[:, keep, :])
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels,

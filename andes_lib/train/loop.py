@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from .checkpoint import (CheckpointError, atomic_dir, latest_checkpoint, load_model_weights,
                          load_state, save_checkpoint, set_rng_state, write_json)
 from .collate import IGNORE_INDEX, collate
+from .loss import token_weights
 from .patch_labels import HEAD_FILE, HEAD_PREFIX, attach_head, collate_patch_labels, patch_label_loss
 from .recipes import MODULE_GROUPS, StageRecipe
 from .stream import DataStream, build_pools
@@ -247,14 +248,16 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
         def make_batch(rows: list) -> dict[str, torch.Tensor]:
             return collate(processor, rows, recipe.loss_on)
 
-        def n_targets(batch: dict[str, torch.Tensor]) -> int:
-            return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        def n_targets(batch: dict[str, torch.Tensor]) -> float:  # the step's loss normaliser (train.loss)
+            return float(token_weights(batch["labels"][:, 1:], recipe.loss_weighting).sum())
 
         def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            labels = batch.pop("labels")
-            logits = net(**batch, use_cache=False).logits
-            return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                   ignore_index=IGNORE_INDEX, reduction="sum")
+            labels = batch.pop("labels")[:, 1:]
+            labelled = labels != IGNORE_INDEX
+            keep = F.pad(labelled, (0, 1))  # positions followed by a label: the LM head runs there only
+            logits = net(**batch, use_cache=False, logits_to_keep=keep).logits
+            nll = F.cross_entropy(logits.float(), labels[labelled], reduction="none")
+            return (nll * token_weights(labels, recipe.loss_weighting)[labelled]).sum()
     else:
         def make_batch(rows: list) -> dict[str, torch.Tensor]:
             return collate_patch_labels(processor, rows)
@@ -286,7 +289,7 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     for step in range(start_step, end):
         t0 = time.perf_counter()
         rows, lengths = stream.batch(step)[rank::world], stream.lengths(step)[rank::world]
-        # micro-batches of similar lengths pad less; the loss is normalised over the whole step's tokens, so the
+        # micro-batches of similar lengths pad less; the loss is normalised over the whole step's token weights, so the
         # gradient does not depend on how the rows are split
         rows = [rows[i] for i in sorted(range(len(rows)), key=lambda i: (lengths[i], i))]
         per_micro = len(rows) // recipe.grad_accum
@@ -309,7 +312,8 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
                                     reduction="sum")
         loss_value = float(totals[0] / totals[1].clamp(min=1))
         history.append({"step": step + 1, "loss": loss_value, "grad_norm": float(grad_norm),
-                        "tokens": int(totals[1]), **{f"lr/{k}": v for k, v in lrs.items()},
+                        "tokens": round(float(totals[1]), 2),  # the normaliser: labelled tokens (or samples)
+                        **{f"lr/{k}": v for k, v in lrs.items()},
                         "seconds": round(time.perf_counter() - t0, 4)})
         bar.update()
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{max(lrs.values()):.1e}")

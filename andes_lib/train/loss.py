@@ -1,0 +1,31 @@
+"""How a batch's token losses are averaged: per token, per sample, or InternVL2.5's square averaging.
+
+A batch mixes a POPE answer (one word and `<|im_end|>`: 2 labelled tokens) with a caption or a chart table (15-40).
+Averaged per token, the long answers own the gradient and a yes/no question is a rounding error; that is one of the
+differences between the pipeline and the simulation that learns the visual lookup (`benchmarks/oracle_binding.py`).
+InternVL2.5 (arXiv 2412.05271, §4.4) weights each token by 1/sqrt(n) (n = labelled tokens of its sample), between
+token averaging (1) and sample averaging (1/n).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .collate import IGNORE_INDEX
+
+WEIGHTINGS: tuple[str, ...] = ("token", "sample", "square")
+
+
+def token_weights(labels: torch.Tensor, weighting: str = "token") -> torch.Tensor:
+    """Unnormalised per-token loss weights of a (batch, seq) label tensor; 0 where the label is ignored.
+
+    The loss of a step is `sum(weights * nll) / sum(weights)` over the whole step (all micro-batches and processes),
+    so `token` gives the usual mean over tokens and `sample` the mean over samples of each sample's mean.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {WEIGHTINGS}")
+    mask = (labels != IGNORE_INDEX).float()
+    if weighting == "token":
+        return mask
+    n = mask.sum(dim=-1, keepdim=True).clamp(min=1)
+    return mask / (n if weighting == "sample" else n.sqrt())

@@ -1,0 +1,75 @@
+"""Do the visual tokens carry the objects? A linear probe per visual token, after any stage (issue: make nano see).
+
+Each visual token the LLM receives stands for a 2x2 block of patches. Its label is the object most of those patches
+belong to (`collate_patch_labels`, the vision stage's own labels), or background. A linear classifier trained on the
+projector outputs of some scenes and tested on others measures how readable shape and colour are at the LLM's input:
+if they are not, no LLM can answer "what colour is the star?"; if they are and the model still fails, the language
+side is what does not bind (`benchmarks/oracle_binding.py`).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .patch_labels import COLOUR_CLASSES, SHAPE_CLASSES, collate_patch_labels
+
+
+def token_labels(patch_labels: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shape id, colour id) per visual token: the most common object label of its 4 patches (0: background)."""
+    s, c = patch_labels["shape_labels"].view(-1, 4), patch_labels["colour_labels"].view(-1, 4)
+    out_s, out_c = torch.zeros(len(s), dtype=torch.long), torch.zeros(len(s), dtype=torch.long)
+    for i in range(len(s)):
+        objects = [(int(a), int(b)) for a, b in zip(s[i], c[i]) if a > 0]
+        if objects:
+            out_s[i], out_c[i] = collections.Counter(objects).most_common(1)[0][0]
+    return out_s, out_c
+
+
+@torch.no_grad()
+def visual_tokens(model: Any, processor: Any, rows: Sequence[dict[str, Any]], batch_size: int = 32
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(projector outputs, shape ids, colour ids), one row per visual token of every image of `rows`."""
+    feats, shapes, colours = [], [], []
+    for i in range(0, len(rows), batch_size):
+        batch = collate_patch_labels(processor, rows[i:i + batch_size])
+        feats.append(model.get_image_features(batch["pixel_values"], batch["image_grid_hw"]).float())
+        s, c = token_labels(batch)
+        shapes.append(s)
+        colours.append(c)
+    return torch.cat(feats), torch.cat(shapes), torch.cat(colours)
+
+
+def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
+                 classes: int, steps: int = 300, lr: float = 0.05, seed: int = 0) -> float:
+    """Held-out accuracy of a softmax classifier (full-batch Adam on standardised features) on object tokens."""
+    torch.manual_seed(seed)
+    mean, std = x_train.mean(0), x_train.std(0).clamp(min=1e-6)
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    head = torch.nn.Linear(x_train.shape[1], classes)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(head(x_train), y_train).backward()
+            opt.step()
+    with torch.no_grad():
+        keep = y_test > 0  # object tokens only: background is most of the image and easy
+        return float((head(x_test[keep]).argmax(-1) == y_test[keep]).float().mean())
+
+
+def probe_visual_tokens(model: Any, processor: Any, train_rows: Sequence[dict[str, Any]],
+                        test_rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Held-out shape and colour accuracy of linear probes on the visual tokens, and their RMS beside the text's."""
+    model.eval()
+    x_tr, s_tr, c_tr = visual_tokens(model, processor, train_rows)
+    x_te, s_te, c_te = visual_tokens(model, processor, test_rows)
+    with torch.no_grad():
+        text_rms = model.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().mean()
+    return {"shape": linear_probe(x_tr, s_tr, x_te, s_te, len(SHAPE_CLASSES)),
+            "colour": linear_probe(x_tr, c_tr, x_te, c_te, len(COLOUR_CLASSES)),
+            "visual_rms": float(x_te.pow(2).mean(-1).sqrt().mean()), "text_rms": float(text_rms),
+            "object_tokens": int((s_te > 0).sum())}

@@ -1,0 +1,153 @@
+"""Oracle bisection: can the project's own language side learn the visual lookup when the features are perfect?
+
+The project's processor, chat template, `collate` (assistant-only labels), data and nano LLM, but every visual row
+is replaced by a trainable embedding `E_shape[s] + E_colour[c]` of the object under that visual token (its most
+common 2x2-patch label, from `collate_patch_labels`; background otherwise). Only the language side is tested: if
+this fails, no vision encoder can fix the pipeline. Each flag is one difference between this pipeline and the
+standalone simulation that learns (`shared/experiments/binding_sim.py`); `03_pretraining` records what each did.
+
+    python benchmarks/oracle_binding.py --batch 64 --steps 150 --rms 1 --weighting sample
+    python benchmarks/oracle_binding.py --real runs/<ts>/artifacts/nano-vision    # real features, frozen tower
+
+Held-out accuracy is the teacher-forced first answer token, per `domain/task` (100 test items per domain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import torch
+
+import andes_lib
+from andes_lib.data import build_dataset
+from andes_lib.train.collate import IGNORE_INDEX, collate
+from andes_lib.train.loss import token_weights
+from andes_lib.train.patch_labels import collate_patch_labels
+from andes_lib.train.probe import token_labels
+
+PROBE_TASKS = ("hallucination/object", "hallucination/attribute", "general_vqa/color", "general_vqa/shape")
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'hallucination:1,general_vqa/color:2' -> {source: weight}."""
+    out = {}
+    for part in text.split(","):
+        key, _, weight = part.partition(":")
+        out[key.strip()] = float(weight or 1)
+    return out
+
+
+def pools(mix: dict[str, float], split: str, n: int) -> dict[str, list[dict]]:
+    out = {}
+    for key in mix:
+        domain, _, task = key.partition("/")
+        ds = build_dataset(split, [domain], n, progress=False)
+        out[key] = [ds[i] for i in range(len(ds)) if not task or ds[i]["task"] == task]
+    return out
+
+
+def run(a: argparse.Namespace) -> dict[str, float]:
+    torch.manual_seed(a.seed)
+    if a.init == "fresh":
+        model, proc = andes_lib.build_model("nano", seed=a.seed), andes_lib.build_processor("nano")
+    else:
+        from transformers import AutoModelForImageTextToText
+        model = AutoModelForImageTextToText.from_pretrained(a.init, dtype=torch.float32)
+        proc = andes_lib.AndesVLProcessor.from_pretrained(a.init)
+    hidden = model.config.text_config.hidden_size
+    params = list(model.model.language_model.parameters())
+    current: dict[str, torch.Tensor] = {}
+    if a.real:
+        model.model.vision_tower.requires_grad_(False)
+        params += list(model.model.projector.parameters())
+    else:
+        e_shape, e_colour = torch.nn.Embedding(7, hidden), torch.nn.Embedding(7, hidden)
+        for e in (e_shape, e_colour):
+            torch.nn.init.normal_(e.weight, std=a.std)
+        params += list(e_shape.parameters()) + list(e_colour.parameters())
+        model.model.get_image_features = lambda pixel_values, grid: e_shape(current["s"]) + e_colour(current["c"])
+    if a.rms:  # rows normalised to a fixed RMS (what `projector_rms` does in the model)
+        raw = model.model.get_image_features
+        model.model.get_image_features = lambda pv, grid: a.rms * torch.nn.functional.rms_norm(
+            raw(pv, grid), (hidden,))
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    mix = parse_mix(a.mix)
+    train, test = pools(mix, "train", a.n_train), pools(parse_mix(",".join(PROBE_TASKS)), "test", 100)
+    names, weights = list(mix), [mix[k] for k in mix]
+
+    def prep(rows: list[dict]) -> dict[str, torch.Tensor]:
+        if not a.real:
+            current["s"], current["c"] = token_labels(collate_patch_labels(proc, rows))
+        return collate(proc, rows, "assistant")
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        acc = {}
+        for key, rows in test.items():
+            hits = []
+            for i in range(0, len(rows), 50):
+                batch = prep(rows[i:i + 50])
+                labels = batch.pop("labels")
+                logits = model(**batch).logits
+                for k in range(len(labels)):
+                    pos = (labels[k] != IGNORE_INDEX).nonzero()[0].item()
+                    hits.append(int(logits[k, pos - 1].argmax() == labels[k, pos]))
+            acc[key] = round(sum(hits) / len(hits), 3)
+        model.train()
+        return acc
+
+    rng, t0, result = random.Random(a.seed), time.time(), {}
+    model.train()
+    for step in range(1, a.steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = a.lr * min(1.0, step / 20)
+        rows = []
+        for _ in range(a.batch):
+            pool = train[rng.choices(names, weights)[0]]
+            rows.append(pool[rng.randrange(len(pool))])
+        batch = prep(rows)
+        labels = batch.pop("labels")
+        logits = model(**batch).logits[:, :-1]
+        target = labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none",
+                                                ignore_index=IGNORE_INDEX).view_as(target)
+        w = token_weights(target, a.weighting)
+        loss = (nll * w).sum() / w.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        if step % a.every == 0 or step == a.steps:
+            result = evaluate()
+            print(f"step {step} loss {loss.item():.3f} {time.time() - t0:.0f}s {result}", flush=True)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--init", default="fresh", help="'fresh' or a checkpoint folder (e.g. a nano-llm artifact)")
+    p.add_argument("--real", action="store_true", help="the real (frozen) vision tower + trainable projector")
+    p.add_argument("--mix", default="hallucination:1,general_vqa:1", help="source:weight,... (domain or domain/task)")
+    p.add_argument("--n-train", type=int, default=1000, help="training items per domain")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--std", type=float, default=0.02, help="init std of the oracle embeddings (their scale)")
+    p.add_argument("--rms", type=float, default=0.0, help="normalise visual rows to this RMS (0: leave them)")
+    p.add_argument("--weighting", default="token", choices=["token", "sample", "square"])
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default="", help="append the final accuracies and the flags to this JSONL file")
+    a = p.parse_args()
+    result = run(a)
+    if a.json:
+        with open(a.json, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"flags": vars(a), "accuracy": result}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
