@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 ENV_NOTEBOOKS_DIR = "ANDES_NOTEBOOKS_DIR"
 RESERVED = ("RUN_DIR",)  # set by the runner itself (use --run-dir)
 _SECTION_KEY = re.compile(r"^\d{2}(_\w+)?$")
+# The kernel logs "Kernel is running over TCP without encryption..." at WARNING on every start (papermill talks to
+# it over loopback TCP); its own log at ERROR keeps that off the console. Cell outputs are not affected.
+KERNEL_ARGS = ("--IPKernelApp.log_level=ERROR",)
 
 
 class UsageError(Exception):
@@ -75,8 +79,9 @@ def load_notebook(path: Path) -> Notebook:
     import papermill
 
     try:
-        nb = nbformat.read(path, as_version=4)
-        parameters = papermill.inspect_notebook(path)
+        with _quiet_nbformat():
+            nb = nbformat.read(path, as_version=4)
+            parameters = papermill.inspect_notebook(path)
     except (OSError, ValueError) as err:  # nbformat and papermill raise ValueError subclasses on bad files
         raise UsageError(f"cannot read notebook {path}: {err}") from err
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -303,9 +308,10 @@ def execute(
         report.write_json_atomic(run / report.MANIFEST, manifest)
         t0 = time.perf_counter()
         try:
-            with _environ({report.ENV_RUN_DIR: str(run), report.ENV_NOTEBOOK: nb.name}):
+            with _environ({report.ENV_RUN_DIR: str(run), report.ENV_NOTEBOOK: nb.name}), _quiet_nbformat():
                 papermill.execute_notebook(nb.path, run / f"{nb.name}.ipynb", kernel_name=kernel,
-                                           parameters={**params, "RUN_DIR": str(run)}, cwd=str(nb.path.parent))
+                                           parameters={**params, "RUN_DIR": str(run)}, cwd=str(nb.path.parent),
+                                           extra_arguments=list(KERNEL_ARGS))
             result = Result(nb.name, "ok", time.perf_counter() - t0)
         except PapermillExecutionError as err:
             where = f" (cell [{err.exec_count}])" if err.exec_count is not None else ""
@@ -329,6 +335,17 @@ def _forget_outputs(run: Path, name: str) -> None:
     report.metrics_path(run, name).unlink(missing_ok=True)
     for fig in (run / report.FIGURES_DIR).glob(f"{name}--*.html"):
         fig.unlink()
+
+
+@contextlib.contextmanager
+def _quiet_nbformat() -> Iterator[None]:
+    """Hide nbformat's MissingIDFieldWarning (cells saved before nbformat 4.5 have no `id`; ours have one, see
+    tests/test_notebooks.py), and only that warning, while the runner reads and executes notebooks."""
+    from nbformat.warnings import MissingIDFieldWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=MissingIDFieldWarning)
+        yield
 
 
 @contextlib.contextmanager

@@ -64,3 +64,20 @@ def test_chapter_contract(path: Path) -> None:
 
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"strip outputs before committing (cells {dirty})"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_cell_has_an_id(path: Path) -> None:
+    """nbformat >= 4.5 cells carry an `id`; without one nbformat warns on every read. To add the missing ids
+    (existing ids, sources, metadata and outputs are left as they are), from the repository root:
+
+        .venv/bin/python -W ignore::FutureWarning -c 'import json, sys, nbformat
+        for p in sys.argv[1:]: nbformat.write(nbformat.from_dict(nbformat.validator.normalize(
+            json.load(open(p, encoding="utf-8")))[1]), p)' notebooks/*.ipynb
+    """
+    raw = json.loads(path.read_text(encoding="utf-8"))  # the file as committed: nbformat.read would fill ids in
+    assert (raw["nbformat"], raw["nbformat_minor"]) >= (4, 5), "save the notebook as nbformat 4.5 or newer"
+    missing = [i for i, c in enumerate(raw["cells"]) if not c.get("id")]
+    assert not missing, f"cells {missing} have no id: normalise the notebook (see this test's docstring)"
+    ids = [c["id"] for c in raw["cells"]]
+    assert len(set(ids)) == len(ids), "cell ids must be unique within a notebook"

@@ -222,6 +222,9 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
             if on_stale != "restart":
                 raise CheckpointError(message + "; delete the folder to start over")
             accelerator.print(message + "; starting over")
+            # under DDP every rank reads the folder: the main one deletes it only once all have (else a slower
+            # rank finds no checkpoint, skips this branch and its barrier, and the ranks' collectives mismatch)
+            accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
             accelerator.wait_for_everyone()
