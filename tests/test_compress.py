@@ -147,3 +147,22 @@ def test_allocation_respects_budget_and_favours_sensitive_layers() -> None:
     assert parse_scheme(alloc.schemes["a"]).bits > parse_scheme(alloc.schemes["b"]).bits
     with pytest.raises(ValueError, match="below the cheapest"):
         allocate(weights, menu, 1.0, table)
+
+
+def test_nano_vlm_packs_loads_and_generates(tmp_path) -> None:
+    import andes_lib
+    from andes_lib.data import build_dataset
+
+    model = andes_lib.build_model("nano").eval()
+    proc = andes_lib.build_processor("nano")
+    pf = save_packed(model, tmp_path / "nano.safetensors", {}, default="int4-g64")
+    assert pf.bpw < 5.0
+    loaded = load_packed(pf.path)
+    assert type(loaded) is type(model)
+    sample = build_dataset("test", "general_vqa", 1)[0]
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown?"}]}]
+    batch = proc(images=[sample["images"]], text=[proc.apply_chat_template(msgs, add_generation_prompt=True)])
+    with torch.no_grad():
+        ref, got = model(**batch).logits, loaded(**batch).logits
+    assert got.shape == ref.shape and torch.isfinite(got).all()
+    assert loaded.generate(**batch, max_new_tokens=3, do_sample=False).shape[1] == batch["input_ids"].shape[1] + 3
