@@ -1,0 +1,31 @@
+"""This machine's memory bandwidth, from a copy benchmark (STREAM "copy" convention: bytes read + bytes written).
+
+Decoding one token reads every weight once, so memory bandwidth, not arithmetic, bounds small-batch decode on a
+phone and on a laptop CPU alike (ANDESVL.md §4 quotes ~200 tokens/s on a phone; the roofline says why).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def copy_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 7) -> dict[str, float]:
+    """Copy an fp32 buffer of `n_bytes` (well past the caches) `repeats` times; GB/s as median and best.
+
+    Counted as 2 * n_bytes per copy (read + write), at torch's current thread count.
+    """
+    if n_bytes < 2**20 or repeats < 1:
+        raise ValueError(f"use at least 1 MiB and one repeat (got {n_bytes} B, {repeats})")
+    src = torch.ones(n_bytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # first touch: page faults are not bandwidth
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dst.copy_(src)
+        rates.append(2 * src.numel() * 4 / (time.perf_counter() - t) / 1e9)
+    return {"median_gbs": statistics.median(rates), "best_gbs": max(rates), "threads": torch.get_num_threads(),
+            "buffer_mib": n_bytes / 2**20}
