@@ -137,3 +137,22 @@ def test_tasks_are_reproducible_and_scored() -> None:
     lookup = kv.make_samples("lookup", 1)[0]
     assert lookup.answer in lookup.document and score("The code is 1", lookup) == 0.0
     assert score(f"The code is {lookup.answer}.", lookup) == 1.0
+
+
+def test_explorer_answers_and_highlights(nano) -> None:
+    import gradio as gr
+
+    from apps.okv import build_app, example, explore
+
+    model, proc = nano
+    document, question = example("lookup", 0)
+    document = "\n".join(document.splitlines()[:12])
+    full, evicted, kept, note = explore(document, question, "okv", 0.5, "lookup", model, proc.tokenizer)
+    labels = [label for _, label in kept]
+    assert set(labels) == {"kept", "evicted"} and "okv at 50%" in note
+    assert isinstance(full, str) and isinstance(evicted, str)
+    with pytest.raises(gr.Error, match="eviction ratio"):
+        explore(document, question, "okv", 1.2, "lookup", model, proc.tokenizer)
+    with pytest.raises(gr.Error, match="unknown eviction policy"):
+        explore(document, question, "fifo", 0.5, "lookup", model, proc.tokenizer)
+    assert isinstance(build_app(model, proc.tokenizer), gr.Blocks)

@@ -50,16 +50,19 @@ def answer_rows(model: nn.Module, tokenizer, pre: Prefill, policies: Sequence[st
 
 
 def run_sweep(model: nn.Module, tokenizer, samples: Sequence[Sample], policies: Sequence[str],
-              ratios: Sequence[float], max_new_tokens: dict[str, int], progress: bool = True) -> list[dict]:
-    """One row per (sample, policy, ratio): the answer, its score, the measured KV bytes and kept count."""
-    rows = []
+              ratios: Sequence[float], max_new_tokens: dict[str, int],
+              progress: bool = True) -> tuple[list[dict], dict[str, Prefill]]:
+    """One row per (sample, policy, ratio): the answer, its score, the measured KV bytes and kept count;
+    and each task's first prefill, kept for the figures."""
+    rows, first = [], {}
     for i, sample in enumerate(tqdm(samples, desc="prompts", disable=not progress)):
         pre = prepare(model, tokenizer, sample)
+        first.setdefault(sample.task, pre)
         for ratio in ratios:
             for row in answer_rows(model, tokenizer, pre, policies, ratio, max_new_tokens[sample.task]):
                 rows.append({"task": sample.task, "prompt": i, "tokens": pre.input_ids.shape[1],
                              "score": score(row["answer"], sample), **row})
-    return rows
+    return rows, first
 
 
 class PeakRSS:

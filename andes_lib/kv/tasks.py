@@ -108,7 +108,7 @@ def decisions(rng: random.Random, n_decisions: int = 3, n_chatter: int = 60) -> 
     for _ in range(n_chatter):
         a, b = rng.sample(NAMES, 2)
         lines.append("Comment: " + rng.choice(CHATTER).format(a=a, b=b, t=rng.choice(TOPICS)))
-    slots = sorted(rng.sample(range(5, n_chatter - 5), n_decisions))
+    slots = sorted(rng.sample(range(2, n_chatter - 2), n_decisions))
     for offset, (slot, sentence) in enumerate(zip(slots, kept, strict=True)):
         lines.insert(slot + offset, "Decision: " + sentence)
     document = "Minutes of the team meeting.\n" + "\n".join(lines)
@@ -118,6 +118,8 @@ def decisions(rng: random.Random, n_decisions: int = 3, n_chatter: int = 60) -> 
 
 def lookup(rng: random.Random, n_pairs: int = 56) -> Sample:
     """A table of `n_pairs` `city: code` lines; the question asks for the code of one city."""
+    if n_pairs > len(CITIES):
+        raise ValueError(f"lookup has {len(CITIES)} distinct cities, cannot build {n_pairs} lines")
     cities = rng.sample(CITIES, n_pairs)
     codes = [str(rng.randint(10000, 99999)) for _ in cities]
     target = rng.randrange(n_pairs)
@@ -152,14 +154,20 @@ def multidoc(rng: random.Random, n_docs: int = 16) -> Sample:
 GENERATORS = {"decisions": decisions, "lookup": lookup, "multidoc": multidoc}
 
 
-def make_samples(task: str, n: int, seed: int = 0) -> list[Sample]:
-    """`n` samples of one task, reproducible from `seed`."""
+SIZES = {"decisions": ("n_chatter", 60), "lookup": ("n_pairs", 56), "multidoc": ("n_docs", 16)}
+
+
+def make_samples(task: str, n: int, seed: int = 0, scale: float = 1.0) -> list[Sample]:
+    """`n` samples of one task, reproducible from `seed`; `scale` shrinks or grows the document (1.0: ~1k tokens)."""
     if task not in GENERATORS:
         raise ValueError(f"unknown task {task!r}; known: {list(GENERATORS)}")
     if n < 1:
         raise ValueError(f"need at least one sample, got n={n}")
+    if not 0.1 <= scale <= 2.0:
+        raise ValueError(f"scale must be in [0.1, 2], got {scale}")
+    name, size = SIZES[task]
     rng = random.Random(f"{task}-{seed}")
-    return [GENERATORS[task](rng) for _ in range(n)]
+    return [GENERATORS[task](rng, **{name: max(12, round(size * scale))}) for _ in range(n)]
 
 
 def encode_image(processor, image, question: str) -> tuple[dict[str, torch.Tensor], int]:
