@@ -14,6 +14,7 @@ Every policy and ratio is then applied to copies of this one cache; the last pro
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -116,8 +117,6 @@ def prefill(model: nn.Module, input_ids: torch.Tensor, layout: PromptLayout, win
 
     `model_inputs` go to the forward (for a VLM: `pixel_values`, `image_grid_hw`).
     """
-    import time
-
     if input_ids.ndim != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"prefill takes one prompt of shape (1, T), got {tuple(input_ids.shape)}")
     if layout.length != input_ids.shape[1] - 1:
