@@ -156,3 +156,15 @@ def test_explorer_answers_and_highlights(nano) -> None:
     with pytest.raises(gr.Error, match="unknown eviction policy"):
         explore(document, question, "fifo", 0.5, "lookup", model, proc.tokenizer)
     assert isinstance(build_app(model, proc.tokenizer), gr.Blocks)
+
+
+def test_sweep_rows_count_the_prompt_cache_only(nano, text_prefill) -> None:
+    from andes_lib.kv.sweep import answer_rows
+
+    model, proc = nano
+    full = kv.cache_bytes(text_prefill.cache)
+    rows = answer_rows(model, proc.tokenizer, text_prefill, list(kv.POLICIES), 0.0, 3)
+    assert {r["kv_bytes"] for r in rows} == {full} and len({r["answer"] for r in rows}) == 1
+    half = answer_rows(model, proc.tokenizer, text_prefill, list(kv.POLICIES), 0.5, 3)
+    assert [r["policy"] for r in half] == list(kv.POLICIES)
+    assert all(math.isclose(r["kv_bytes"] / full, 0.5, abs_tol=1 / text_prefill.layout.length) for r in half)

@@ -34,8 +34,8 @@ def answer_rows(model: nn.Module, tokenizer, pre: Prefill, policies: Sequence[st
     check_ratio(ratio)
     if ratio == 0:
         cache, kept = evict(pre, policies[0], 0.0)
+        size = cache_bytes(cache)  # before generate appends the answer's entries
         text = tokenizer.decode(generate_evicted(model, pre, cache, max_new_tokens)[0], skip_special_tokens=True)
-        size = cache_bytes(cache)
         return [{"policy": p, "ratio": 0.0, "answer": text, "kv_bytes": size, "kept": pre.layout.length}
                 for p in policies]
     caches, sizes = [], []
