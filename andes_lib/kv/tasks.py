@@ -1,0 +1,180 @@
+"""Long-context text tasks for KV-cache eviction (report §4, OKV), generated here with their answers.
+
+Three kinds, each a document of 1-2k tokens followed by a question, so one prefill serves every policy:
+
+- ``decisions`` (Rouge-1): meeting minutes where a few sentences record decisions among small talk;
+  the model lists the decisions, scored by Rouge-1 against them (the paper scores OKV with Rouge-1).
+- ``lookup`` (contains): 56 `city -> five-digit code` lines; the model returns one code. A
+  needle task: every line looks alike, so evicting the one that matters loses the answer.
+- ``multidoc`` (contains): several short biographies; the model answers a question about one person.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import torch
+
+from ..eval.metrics import rouge1
+
+TASKS = ("decisions", "lookup", "multidoc")
+
+NAMES = ["Anna", "Ben", "Carla", "David", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas", "Karin", "Leo",
+         "Mira", "Nils", "Olga", "Paul", "Rosa", "Sven", "Tara", "Victor"]
+SURNAMES = ["Berg", "Costa", "Dahl", "Engel", "Fischer", "Gray", "Holm", "Ivers", "Jensen", "Keller", "Lund",
+            "Moreau", "Novak", "Ortiz", "Perez", "Quinn", "Rossi", "Stone", "Torres", "Weber"]
+CITIES = ["Oslo", "Lisbon", "Vienna", "Dublin", "Krakow", "Seville", "Tallinn", "Porto", "Geneva", "Bergen",
+          "Lyon", "Turin", "Ghent", "Malmo", "Riga", "Split", "Bilbao", "Graz", "Leeds", "Aarhus", "Basel",
+          "Bremen", "Cork", "Delft", "Essen", "Faro", "Genoa", "Haarlem", "Innsbruck", "Kaunas", "Lille",
+          "Munich", "Nantes", "Odense", "Padua", "Reims", "Salzburg", "Trieste", "Utrecht", "Verona", "Zagreb",
+          "Antwerp", "Bordeaux", "Cadiz", "Dresden", "Eindhoven", "Florence", "Gdansk", "Hamburg", "Ibiza", "Kiel",
+          "Linz", "Marseille", "Naples", "Oporto", "Pisa", "Rotterdam", "Siena", "Toulouse", "Uppsala"]
+JOBS = ["baker", "nurse", "pilot", "teacher", "architect", "chemist", "librarian", "carpenter", "journalist",
+        "gardener", "violinist", "engineer", "photographer", "fisherman", "pharmacist", "translator"]
+HOBBIES = ["chess", "sailing", "pottery", "climbing", "painting", "cycling", "birdwatching", "cooking", "rowing",
+           "knitting", "fencing", "astronomy"]
+PETS = ["a grey cat", "two dogs", "a parrot", "a tortoise", "three goldfish", "a rabbit", "no pets", "a horse"]
+TOPICS = ["the new website", "the office move", "the summer party", "the budget for next year", "the client survey",
+          "the training plan", "the printer contract", "the hiring process", "the product launch", "the team lunch",
+          "the security audit", "the holiday schedule"]
+DECISIONS = [
+    "The team decided to launch the new website on the first of March.",
+    "The team decided to hire two more engineers before the summer.",
+    "The team decided to move the weekly meeting to Tuesday morning.",
+    "The team decided to cut the travel budget by ten percent.",
+    "The team decided to replace the old printers with two new ones.",
+    "The team decided to hold the summer party in the city park.",
+    "The team decided to send the client survey at the end of the month.",
+    "The team decided to start a training course on data safety.",
+    "The team decided to open a second office in Lisbon next year.",
+    "The team decided to buy new laptops for the design group.",
+    "The team decided to publish a monthly newsletter for customers.",
+    "The team decided to close the office on the last Friday of December.",
+]
+CHATTER = [
+    "{a} said that the coffee machine on the second floor was broken again.",
+    "{a} told a long story about a weekend trip to the mountains.",
+    "{a} asked whether anyone had seen the blue umbrella in the kitchen.",
+    "{a} mentioned that the traffic this morning had been terrible.",
+    "{a} and {b} talked for a while about {t}, but nobody was sure what to do.",
+    "{a} joked that the meeting room was too cold for a serious talk.",
+    "{a} wondered if the plants near the window needed more water.",
+    "{a} shared some photos of a new puppy with {b}.",
+    "{a} said that {t} could wait until the next meeting.",
+    "{a} reminded everyone that the car park would be cleaned on Thursday.",
+    "{b} thought the lunch at the new cafe was too expensive.",
+    "{a} and {b} could not agree on the best pizza place in town.",
+]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One long prompt: the document, the question, the reference answer and how it is scored."""
+
+    task: str
+    document: str
+    question: str
+    answer: str
+    metric: str  # "rouge1" | "contains"
+    prime: str = ""  # the start of the answer, written into the assistant turn
+
+
+def encode(tokenizer, sample: Sample) -> tuple[torch.Tensor, int]:
+    """ChatML prompt ids (1, T) and the position where the question (with the template tail) starts."""
+    head = f"<|im_start|>user\n{sample.document}\n\n"
+    tail = f"{sample.question}<|im_end|>\n<|im_start|>assistant\n{sample.prime}"
+    head_ids = tokenizer(head, add_special_tokens=False).input_ids
+    tail_ids = tokenizer(tail, add_special_tokens=False).input_ids
+    return torch.tensor([head_ids + tail_ids]), len(head_ids)
+
+
+def score(prediction: str, sample: Sample) -> float:
+    """Rouge-1 F1 against the reference, or 1.0 when the reference appears in the answer."""
+    if sample.metric == "rouge1":
+        return rouge1(prediction, sample.answer)
+    return float(re.search(rf"\b{re.escape(sample.answer.lower())}\b", prediction.lower()) is not None)
+
+
+def _person(rng: random.Random) -> str:
+    return f"{rng.choice(NAMES)} {rng.choice(SURNAMES)}"
+
+
+def decisions(rng: random.Random, n_decisions: int = 3, n_chatter: int = 60) -> Sample:
+    """Meeting minutes: `n_decisions` "Decision:" lines among `n_chatter` "Comment:" lines of small talk."""
+    kept = rng.sample(DECISIONS, n_decisions)
+    lines = []
+    for _ in range(n_chatter):
+        a, b = rng.sample(NAMES, 2)
+        lines.append("Comment: " + rng.choice(CHATTER).format(a=a, b=b, t=rng.choice(TOPICS)))
+    slots = sorted(rng.sample(range(2, n_chatter - 2), n_decisions))
+    for offset, (slot, sentence) in enumerate(zip(slots, kept, strict=True)):
+        lines.insert(slot + offset, "Decision: " + sentence)
+    document = "Minutes of the team meeting.\n" + "\n".join(lines)
+    question = "List the decisions of the meeting."
+    return Sample("decisions", document, question, " ".join(kept), "rouge1")
+
+
+def lookup(rng: random.Random, n_pairs: int = 56) -> Sample:
+    """A table of `n_pairs` `city: code` lines; the question asks for the code of one city."""
+    if n_pairs > len(CITIES):
+        raise ValueError(f"lookup has {len(CITIES)} distinct cities, cannot build {n_pairs} lines")
+    cities = rng.sample(CITIES, n_pairs)
+    codes = [str(rng.randint(10000, 99999)) for _ in cities]
+    target = rng.randrange(n_pairs)
+    document = "Delivery codes of our branches.\n" + "\n".join(
+        f"The delivery code of the {c} branch is {k}." for c, k in zip(cities, codes, strict=True))
+    question = f"What is the delivery code of the {cities[target]} branch?"
+    return Sample("lookup", document, question, codes[target], "contains")
+
+
+def multidoc(rng: random.Random, n_docs: int = 16) -> Sample:
+    """`n_docs` short biographies (distinct people); the question asks where one of them lives."""
+    people = []
+    while len(people) < n_docs:
+        p = _person(rng)
+        if p not in people:
+            people.append(p)
+    docs = []
+    homes = rng.sample(CITIES, n_docs)
+    for i, (person, city) in enumerate(zip(people, homes, strict=True)):
+        job, hobby, pet = rng.choice(JOBS), rng.choice(HOBBIES), rng.choice(PETS)
+        docs.append(
+            f"Document {i + 1}. {person} works as a {job} and lives in {city}. In the evenings {person.split()[0]} "
+            f"enjoys {hobby} and spends weekends with friends. At home there is {pet}. Friends describe "
+            f"{person.split()[0]} as calm, curious and always on time, and the neighbours know the {job} well.")
+    target = rng.randrange(n_docs)
+    question = f"In which city does {people[target]} live?"
+    # the question also opens the prompt: the 135M model finds the person far more often that way
+    return Sample("multidoc", question + "\n\n" + "\n".join(docs), question, homes[target], "contains",
+                  prime=f"{people[target]} lives in")
+
+
+GENERATORS = {"decisions": decisions, "lookup": lookup, "multidoc": multidoc}
+
+
+SIZES = {"decisions": ("n_chatter", 60), "lookup": ("n_pairs", 56), "multidoc": ("n_docs", 16)}
+
+
+def make_samples(task: str, n: int, seed: int = 0, scale: float = 1.0) -> list[Sample]:
+    """`n` samples of one task, reproducible from `seed`; `scale` shrinks or grows the document (1.0: ~1k tokens)."""
+    if task not in GENERATORS:
+        raise ValueError(f"unknown task {task!r}; known: {list(GENERATORS)}")
+    if n < 1:
+        raise ValueError(f"need at least one sample, got n={n}")
+    if not 0.1 <= scale <= 2.0:
+        raise ValueError(f"scale must be in [0.1, 2], got {scale}")
+    name, size = SIZES[task]
+    rng = random.Random(f"{task}-{seed}")
+    return [GENERATORS[task](rng, **{name: max(12, round(size * scale))}) for _ in range(n)]
+
+
+def encode_image(processor, image, question: str) -> tuple[dict[str, torch.Tensor], int]:
+    """An image question for an AndesVL model: processor outputs (1, T) and where the question starts."""
+    head = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "\n"}]}], tokenize=False)
+    head = head[: head.rindex("\n") + 1]
+    batch = processor(images=[[image]], text=[f"{head}{question}<|im_end|>\n<|im_start|>assistant\n"])
+    question_start = processor(images=[[image]], text=[head]).input_ids.shape[1]
+    return dict(batch), question_start

@@ -1,0 +1,53 @@
+"""OKV acceptance figures on the real SmolLM2-135M (report §4): quality per policy at the given eviction ratios
+on one task, with the spread over prompts, and the measured KV-cache bytes. Prints one JSON line per answer, then
+a summary. Chapter 09 runs the full sweep (all tasks, all ratios); this is the quick check of one cell of it.
+
+    python benchmarks/bench_okv.py --task decisions --prompts 4 --ratios 0 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import pandas as pd
+import torch
+
+from andes_lib import kv
+from andes_lib.kv.sweep import answer_rows, prepare
+from andes_lib.kv.tasks import score
+from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer
+
+MAX_NEW_TOKENS = {"decisions": 48, "lookup": 16, "multidoc": 4}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="decisions", choices=kv.TASKS)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_smol_llm().eval(), load_smol_tokenizer()
+    rows, start = [], time.perf_counter()
+    for i, sample in enumerate(kv.make_samples(args.task, args.prompts, seed=args.seed)):
+        pre = prepare(model, tokenizer, sample)
+        for ratio in args.ratios:
+            for row in answer_rows(model, tokenizer, pre, list(kv.POLICIES), ratio, MAX_NEW_TOKENS[args.task]):
+                row.update(prompt=i, tokens=int(pre.input_ids.shape[1]), score=score(row["answer"], sample))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    df = pd.DataFrame(rows)
+    print(df.pivot_table(index="policy", columns="ratio", values="score", aggfunc=["mean", "std"]).round(3))
+    full = df[df.ratio == 0].groupby("prompt")["kv_bytes"].first()
+    for ratio in args.ratios:
+        share = (df[df.ratio == ratio].groupby("prompt")["kv_bytes"].first() / full).mean() if len(full) else float("nan")
+        print(f"ratio {ratio}: KV-cache bytes {share:.4f} of full (measured tensors)")
+    print(f"{time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

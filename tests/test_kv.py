@@ -1,0 +1,170 @@
+"""KV-cache eviction (report §4, OKV): policies, budgets, the protected question, generate on the evicted cache."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+import andes_lib
+from andes_lib import kv
+from andes_lib.kv.tasks import encode, encode_image, score
+
+RATIOS = (0.25, 0.5, 0.75, 0.9)
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return andes_lib.build_model("nano", seed=0), andes_lib.build_processor("nano")
+
+
+@pytest.fixture(scope="module")
+def text_prefill(nano):
+    model, proc = nano
+    sample = kv.make_samples("decisions", 1, seed=0)[0]
+    ids, start = encode(proc.tokenizer, sample)
+    return kv.prefill(model, ids, kv.make_layout(proc.tokenizer, ids, start))
+
+
+@pytest.fixture(scope="module")
+def image_prefill(nano):
+    model, proc = nano
+    image = Image.new("RGB", (128, 128), (200, 40, 40))
+    batch, start = encode_image(proc, image, "What colour is it?")
+    layout = kv.make_layout(proc.tokenizer, batch["input_ids"], start)
+    extra = {k: v for k, v in batch.items() if k in ("pixel_values", "image_grid_hw")}
+    return kv.prefill(nano[0], batch["input_ids"], layout, **extra)
+
+
+def test_ratio_zero_equals_plain_generation(nano, text_prefill) -> None:
+    model, _ = nano
+    ids = text_prefill.input_ids
+    plain = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+    for policy in kv.POLICIES:
+        cache, _ = kv.evict(text_prefill, policy, 0.0)
+        assert torch.equal(kv.generate_evicted(model, text_prefill, cache, 12), plain[:, ids.shape[1]:]), policy
+
+
+def test_evicted_generation_is_what_a_manual_decode_gives(nano, text_prefill) -> None:
+    """generate on the compressed cache = a hand loop that feeds true positions; so positions are right."""
+    model, _ = nano
+    cache, _ = kv.evict(text_prefill, "snapkv", 0.5)
+    manual_cache, _ = kv.evict(text_prefill, "snapkv", 0.5)
+    ids, length = text_prefill.input_ids, text_prefill.input_ids.shape[1]
+    token, manual = ids[:, -1:], []
+    with torch.no_grad():
+        for step in range(6):
+            logits = model(input_ids=token, past_key_values=manual_cache, position_ids=torch.tensor([[length - 1 + step]]),
+                           use_cache=True).logits
+            token = logits[:, -1:].argmax(-1)
+            manual.append(int(token))
+    assert kv.generate_evicted(model, text_prefill, cache, 6)[0].tolist() == manual
+
+
+@pytest.mark.parametrize("policy", list(kv.POLICIES))
+def test_kept_count_matches_budget_per_layer(text_prefill, policy: str) -> None:
+    length = text_prefill.layout.length
+    for ratio in RATIOS:
+        cache, kept = kv.evict(text_prefill, policy, ratio)
+        budget = kv.keep_count(length, ratio)
+        assert budget == length - round(ratio * length)
+        assert len(kept) == len(cache.layers) == text_prefill.num_layers
+        for idx, layer in zip(kept, cache.layers, strict=True):
+            assert idx.shape == (layer.keys.shape[1], budget)
+            assert layer.keys.shape[-2] == layer.values.shape[-2] == budget
+            assert all(len(set(row.tolist())) == budget for row in idx), "a position kept twice"
+
+
+@pytest.mark.parametrize("policy", list(kv.POLICIES))
+def test_question_tokens_survive_every_policy(text_prefill, image_prefill, policy: str) -> None:
+    for pre in (text_prefill, image_prefill):
+        question = set(pre.layout.question.nonzero().flatten().tolist())
+        assert question
+        for ratio in RATIOS:
+            if kv.keep_count(pre.layout.length, ratio) < len(question):
+                continue
+            for idx in kv.kept_positions(pre, policy, ratio):
+                for row in idx:
+                    assert question <= set(row.tolist()), (policy, ratio)
+
+
+def test_okv_keeps_image_boundaries_and_policies_differ(image_prefill) -> None:
+    layout = image_prefill.layout
+    assert int(layout.boundaries.sum()) == 2 and int(layout.visual.sum()) > 0
+    bounds = set(layout.boundaries.nonzero().flatten().tolist())
+    kept = {p: kv.kept_positions(image_prefill, p, 0.5) for p in kv.POLICIES}
+    assert all(bounds <= set(row.tolist()) for idx in kept["okv"] for row in idx)
+    assert not torch.equal(kept["streaming"][0], kept["h2o"][0])
+    assert not torch.equal(kept["snapkv"][0], kept["okv"][0])
+
+
+def test_image_prompt_generates_on_evicted_cache(nano, image_prefill) -> None:
+    caches = [kv.evict(image_prefill, p, 0.5)[0] for p in kv.POLICIES]
+    out = kv.generate_evicted(nano[0], image_prefill, kv.stack_caches(caches), 4)
+    assert out.shape == (len(kv.POLICIES), 4)
+
+
+def test_cache_bytes_are_measured_and_halve_at_half_eviction(text_prefill) -> None:
+    full = kv.cache_bytes(text_prefill.cache)
+    layer = text_prefill.cache.layers[0]
+    assert full == 2 * len(text_prefill.cache.layers) * layer.keys.numel() * layer.keys.element_size()
+    half = kv.cache_bytes(kv.evict(text_prefill, "okv", 0.5)[0])
+    assert math.isclose(half / full, 0.5, abs_tol=1 / text_prefill.layout.length)
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, float("nan"), "0.5", True, None])
+def test_bad_ratio_is_refused(text_prefill, ratio) -> None:
+    with pytest.raises(ValueError, match="eviction ratio"):
+        kv.evict(text_prefill, "okv", ratio)
+
+
+def test_unknown_policy_and_too_high_ratio_are_refused(text_prefill, image_prefill) -> None:
+    with pytest.raises(ValueError, match="unknown eviction policy 'lru'"):
+        kv.evict(text_prefill, "lru", 0.5)
+    with pytest.raises(ValueError, match="question tokens"):
+        kv.evict(image_prefill, "okv", 0.95)
+    with pytest.raises(ValueError, match="unknown task"):
+        kv.make_samples("summary", 2)
+
+
+def test_tasks_are_reproducible_and_scored() -> None:
+    for task in kv.TASKS:
+        a, b = kv.make_samples(task, 2, seed=3), kv.make_samples(task, 2, seed=3)
+        assert a == b and a[0] != a[1]
+        assert score(a[0].answer, a[0]) == 1.0
+    lookup = kv.make_samples("lookup", 1)[0]
+    assert lookup.answer in lookup.document and score("The code is 1", lookup) == 0.0
+    assert score(f"The code is {lookup.answer}.", lookup) == 1.0
+
+
+def test_explorer_answers_and_highlights(nano) -> None:
+    import gradio as gr
+
+    from apps.okv import build_app, example, explore
+
+    model, proc = nano
+    document, question = example("lookup", 0)
+    document = "\n".join(document.splitlines()[:12])
+    full, evicted, kept, note = explore(document, question, "okv", 0.5, "lookup", model, proc.tokenizer)
+    labels = [label for _, label in kept]
+    assert set(labels) == {"kept", "evicted"} and "okv at 50%" in note
+    assert isinstance(full, str) and isinstance(evicted, str)
+    with pytest.raises(gr.Error, match="eviction ratio"):
+        explore(document, question, "okv", 1.2, "lookup", model, proc.tokenizer)
+    with pytest.raises(gr.Error, match="unknown eviction policy"):
+        explore(document, question, "fifo", 0.5, "lookup", model, proc.tokenizer)
+    assert isinstance(build_app(model, proc.tokenizer), gr.Blocks)
+
+
+def test_sweep_rows_count_the_prompt_cache_only(nano, text_prefill) -> None:
+    from andes_lib.kv.sweep import answer_rows
+
+    model, proc = nano
+    full = kv.cache_bytes(text_prefill.cache)
+    rows = answer_rows(model, proc.tokenizer, text_prefill, list(kv.POLICIES), 0.0, 3)
+    assert {r["kv_bytes"] for r in rows} == {full} and len({r["answer"] for r in rows}) == 1
+    half = answer_rows(model, proc.tokenizer, text_prefill, list(kv.POLICIES), 0.5, 3)
+    assert [r["policy"] for r in half] == list(kv.POLICIES)
+    assert all(math.isclose(r["kv_bytes"] / full, 0.5, abs_tol=1 / text_prefill.layout.length) for r in half)
