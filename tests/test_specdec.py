@@ -33,8 +33,26 @@ def setup(one_torch_thread):
     prompts = [r["prompt"] for r in make_prompts(6, seed=0)]
     data = collect(target, proc.tokenizer, prompts, max_new_tokens=24, batch_size=9, keep_layers=(1,), progress=False)
     head = DraftHead.from_target(target, vocab=frequent_tokens(data.labels, 256, target.eos_ids))
-    history = train_head(head, target, data, steps=40, batch_size=6, lr=2e-3, progress=False)
+    history = train_head(head, target, data, steps=25, batch_size=6, lr=2e-3, progress=False)
     return target, proc, head, data, history
+
+
+class EveryThirdWrong(DraftHead):
+    """The trained head, except that every third token it proposes is replaced by a wrong one: rounds then accept
+    a prefix of the draft and reject the rest, which is where a wrong cache roll-back would show."""
+
+    calls = 0
+
+    def token_ids(self, index: torch.Tensor) -> torch.Tensor:
+        ids = super().token_ids(index)
+        EveryThirdWrong.calls += 1
+        return torch.where(ids > 0, ids - 1, ids + 1) if EveryThirdWrong.calls % 3 == 0 else ids
+
+
+def partially_wrong(head: DraftHead, target: Target) -> DraftHead:
+    clone = EveryThirdWrong(head.config)
+    clone.load_state_dict(head.state_dict())
+    return clone.attach(target).eval()
 
 
 def test_prompts_are_distinct_per_kind_and_disjoint_when_excluded():
@@ -65,18 +83,20 @@ def test_training_lowers_the_loss_and_the_head_agrees_with_the_target(setup):
 @pytest.mark.parametrize("kwargs", MODES, ids=["chain", "chain-threshold", "tree"])
 def test_speculative_output_equals_plain_greedy(setup, kwargs):
     target, proc, head, _, _ = setup
+    partial = partially_wrong(head, target)
     accepted = rejected = 0
-    for row in make_prompts(3, seed=5):
+    for row in make_prompts(2, seed=5):
         ids = chat_ids(proc.tokenizer, row["prompt"])
-        reference = target.model.generate(input_ids=ids, max_new_tokens=40, do_sample=False)[0, ids.shape[1]:]
-        greedy = greedy_generate(target, ids, 40)
-        spec = speculative_generate(target, head, ids, 40, **kwargs)
+        reference = target.model.generate(input_ids=ids, max_new_tokens=32, do_sample=False)[0, ids.shape[1]:]
+        greedy = greedy_generate(target, ids, 32)
         assert greedy.tokens == reference.tolist()
-        assert spec.tokens == greedy.tokens, row["prompt"]
-        assert len(spec.drafted) == len(spec.tokens) and spec.rounds < len(spec.tokens)
-        accepted += sum(spec.accepted)
+        for h in (head, partial):
+            spec = speculative_generate(target, h, ids, 32, **kwargs)
+            assert spec.tokens == greedy.tokens, row["prompt"]
+            assert len(spec.drafted) == len(spec.tokens) and spec.rounds < len(spec.tokens)
+        accepted += sum(spec.accepted)  # the partially wrong head: rounds accept a prefix, reject the rest
         rejected += sum(p - a for p, a in zip(spec.proposed, spec.accepted))
-    assert accepted > 0 and rejected > 0  # both branches of the verify loop ran
+    assert accepted > 0 and rejected > 0
 
 
 def test_image_prompt_on_the_vlm_is_lossless(setup):
@@ -175,3 +195,23 @@ def test_truncated_draft_model_trains_and_assists_losslessly(setup):
     plain = causal.generate(input_ids=ids, max_new_tokens=16, do_sample=False)
     assisted = causal.generate(input_ids=ids, max_new_tokens=16, do_sample=False, assistant_model=assistant)
     assert torch.equal(plain, assisted)
+
+
+def test_app_streams_coloured_tokens_and_refuses_empty_prompts(setup):
+    import gradio as gr
+
+    from apps.specdec import SpecEngine, build_app
+    from andes_lib.specdec.view import DRAFT_COLOUR, colour_tokens
+
+    target, proc, head, _, _ = setup
+    engine = SpecEngine(target=target, tokenizer=proc.tokenizer, head=head)
+    assert isinstance(build_app(engine), gr.Blocks)
+    updates = list(engine.stream("List 3 fruits.", "tree", 24))
+    answer, stats = updates[-1]
+    spec = speculative_generate(target, head, chat_ids(proc.tokenizer, "List 3 fruits."), 24, mode="tree")
+    assert answer == colour_tokens(proc.tokenizer, spec.tokens, spec.drafted)
+    assert f"{len(spec.tokens)} tokens" in stats and (DRAFT_COLOUR in answer) == any(spec.drafted)
+    with pytest.raises(gr.Error, match="Type a prompt"):
+        list(engine.stream("  ", "chain", 8))
+    with pytest.raises(ValueError, match="draft flags"):
+        colour_tokens(proc.tokenizer, [1, 2], [True])
