@@ -28,7 +28,7 @@ from andes_lib.specdec.bench import REFERENCE, compare, hf_method, summarise  # 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train-prompts", type=int, default=32, help="training prompts per kind")
+    p.add_argument("--train-prompts", type=int, default=16, help="training prompts per kind")
     p.add_argument("--train-new-tokens", type=int, default=64)
     p.add_argument("--draft-vocab", type=int, default=4096)
     p.add_argument("--head-steps", type=int, default=150)

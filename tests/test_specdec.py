@@ -30,8 +30,8 @@ def setup(one_torch_thread):
         model.lm_head.weight.mul_(8.0)
     proc = andes_lib.build_processor("nano")
     target = Target(model)
-    prompts = [r["prompt"] for r in make_prompts(6, seed=0)]
-    data = collect(target, proc.tokenizer, prompts, max_new_tokens=24, batch_size=9, keep_layers=(1,), progress=False)
+    prompts = [r["prompt"] for r in make_prompts(4, seed=0)]
+    data = collect(target, proc.tokenizer, prompts, max_new_tokens=24, batch_size=12, keep_layers=(1,), progress=False)
     head = DraftHead.from_target(target, vocab=frequent_tokens(data.labels, 256, target.eos_ids))
     history = train_head(head, target, data, steps=25, batch_size=6, lr=2e-3, progress=False)
     return target, proc, head, data, history
@@ -80,19 +80,32 @@ def test_training_lowers_the_loss_and_the_head_agrees_with_the_target(setup):
     assert evaluate_head(head, target, data)["top1"] > 0.3
 
 
+@pytest.fixture(scope="module")
+def references(setup):
+    """(prompt ids, plain greedy `generate` tokens) for two prompts."""
+    target, proc, _, _, _ = setup
+    out = []
+    for row in make_prompts(1, seed=5, kinds=("chat", "code")):
+        ids = chat_ids(proc.tokenizer, row["prompt"])
+        out.append((ids, target.model.generate(input_ids=ids, max_new_tokens=32, do_sample=False)[0, ids.shape[1]:]))
+    return out
+
+
+def test_our_greedy_loop_equals_generate(setup, references):
+    target = setup[0]
+    for ids, reference in references:
+        assert greedy_generate(target, ids, 32).tokens == reference.tolist()
+
+
 @pytest.mark.parametrize("kwargs", MODES, ids=["chain", "chain-threshold", "tree"])
-def test_speculative_output_equals_plain_greedy(setup, kwargs):
+def test_speculative_output_equals_plain_greedy(setup, references, kwargs):
     target, proc, head, _, _ = setup
     partial = partially_wrong(head, target)
     accepted = rejected = 0
-    for row in make_prompts(2, seed=5):
-        ids = chat_ids(proc.tokenizer, row["prompt"])
-        reference = target.model.generate(input_ids=ids, max_new_tokens=32, do_sample=False)[0, ids.shape[1]:]
-        greedy = greedy_generate(target, ids, 32)
-        assert greedy.tokens == reference.tolist()
+    for ids, reference in references:
         for h in (head, partial):
             spec = speculative_generate(target, h, ids, 32, **kwargs)
-            assert spec.tokens == greedy.tokens, row["prompt"]
+            assert spec.tokens == reference.tolist()
             assert len(spec.drafted) == len(spec.tokens) and spec.rounds < len(spec.tokens)
         accepted += sum(spec.accepted)  # the partially wrong head: rounds accept a prefix, reject the rest
         rejected += sum(p - a for p, a in zip(spec.proposed, spec.accepted))
@@ -118,7 +131,7 @@ def test_max_new_tokens_and_eos_are_respected(setup):
         assert speculative_generate(target, head, ids, n, mode="tree").tokens == greedy_generate(target, ids, n).tokens
     eos = target.eos_ids[0]
     for kwargs in MODES:
-        out = speculative_generate(target, head, ids, 60, **kwargs).tokens
+        out = speculative_generate(target, head, ids, 40, **kwargs).tokens
         assert eos not in out[:-1]
 
 
