@@ -33,7 +33,8 @@ def hf_method(model: torch.nn.Module, **generate_kwargs) -> Method:
 
 def compare(methods: Mapping[str, Method], tokenizer, prompts: Sequence[Mapping[str, str]], max_new_tokens: int,
             reference: str = REFERENCE, warmup: bool = True, progress: bool = True) -> list[dict]:
-    """One row per (prompt, method): seconds, tokens, speedup over `reference`, lossless flag, accepted length."""
+    """One row per (prompt, method): seconds, tokens, speedup over `reference`, lossless flag, accepted length
+    (None for the transformers methods, which do not report it)."""
     if reference not in methods:
         raise ValueError(f"the reference method {reference!r} is not among {list(methods)}")
     if warmup and prompts:
@@ -49,7 +50,7 @@ def compare(methods: Mapping[str, Method], tokenizer, prompts: Sequence[Mapping[
             rows.append({"prompt": i, "kind": p["kind"], "method": name, "seconds": res.seconds,
                          "tokens": len(res.tokens), "tok_per_s": len(res.tokens) / res.seconds,
                          "speedup": ref.seconds / res.seconds, "lossless": res.tokens == ref.tokens,
-                         "accepted_length": res.mean_accepted_length if res.rounds else float("nan")})
+                         "accepted_length": res.mean_accepted_length if res.rounds else None})
     return rows
 
 
@@ -58,10 +59,10 @@ def summarise(rows: Sequence[Mapping]) -> list[dict]:
     out = []
     for name in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == name]
-        acc = [r["accepted_length"] for r in mine if r["accepted_length"] == r["accepted_length"]]
+        acc = [r["accepted_length"] for r in mine if r["accepted_length"] is not None]
         out.append({"method": name, "median_speedup": statistics.median(r["speedup"] for r in mine),
                     "peak_speedup": max(r["speedup"] for r in mine), "min_speedup": min(r["speedup"] for r in mine),
-                    "mean_accepted_length": statistics.fmean(acc) if acc else float("nan"),
+                    "mean_accepted_length": statistics.fmean(acc) if acc else None,
                     "tok_per_s": sum(r["tokens"] for r in mine) / sum(r["seconds"] for r in mine),
                     "lossless": sum(r["lossless"] for r in mine) / len(mine), "prompts": len(mine)})
     return out
