@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=float))
     for s in result["summary"]:
+        accepted = "-" if s["mean_accepted_length"] is None else f"{s['mean_accepted_length']:.2f}"
         print(f"{s['method']:28s} median {s['median_speedup']:.2f}x  peak {s['peak_speedup']:.2f}x  "
-              f"accepted {s['mean_accepted_length']:.2f}  lossless {s['lossless']:.2f}")
+              f"accepted {accepted}  lossless {s['lossless']:.2f}")
     print(f"lossless: {result['lossless']}")
     print(f"training {result['training_seconds']:.0f} s (head {hist.seconds:.0f} s); total {result['total_seconds']:.0f} s")
     return 0
