@@ -1,0 +1,68 @@
+"""Side-by-side wall-clock comparison of decoding methods on the same prompts, in one process (ANDESVL.md §4).
+
+Methods run interleaved prompt by prompt, so a busy machine slows them alike and the *ratios* (speedup over plain
+greedy on the same prompt) stay meaningful. Every method's tokens are compared with plain greedy's: speculative
+decoding must be lossless.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import chat_ids
+from .decode import SpecResult
+
+Method = Callable[[torch.Tensor, int], SpecResult]
+REFERENCE = "greedy (HF generate)"
+
+
+def hf_method(model: torch.nn.Module, **generate_kwargs) -> Method:
+    """A transformers `generate` configuration (greedy; assisted or prompt lookup through `generate_kwargs`)."""
+    def call(ids: torch.Tensor, max_new_tokens: int) -> SpecResult:
+        t0 = time.perf_counter()
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, **generate_kwargs)
+        return SpecResult(tokens=out[0, ids.shape[1]:].tolist(), seconds=time.perf_counter() - t0)
+    return call
+
+
+def compare(methods: Mapping[str, Method], tokenizer, prompts: Sequence[Mapping[str, str]], max_new_tokens: int,
+            reference: str = REFERENCE, warmup: bool = True, progress: bool = True) -> list[dict]:
+    """One row per (prompt, method): seconds, tokens, speedup over `reference`, lossless flag, accepted length
+    (None for the transformers methods, which do not report it)."""
+    if reference not in methods:
+        raise ValueError(f"the reference method {reference!r} is not among {list(methods)}")
+    if warmup and prompts:
+        ids = chat_ids(tokenizer, prompts[0]["prompt"])
+        for fn in methods.values():
+            fn(ids, 4)
+    rows = []
+    for i, p in enumerate(tqdm(prompts, desc="benchmark", disable=not progress)):
+        ids = chat_ids(tokenizer, p["prompt"])
+        ref = methods[reference](ids, max_new_tokens)
+        for name, fn in methods.items():
+            res = ref if name == reference else fn(ids, max_new_tokens)
+            rows.append({"prompt": i, "kind": p["kind"], "method": name, "seconds": res.seconds,
+                         "tokens": len(res.tokens), "tok_per_s": len(res.tokens) / res.seconds,
+                         "speedup": ref.seconds / res.seconds, "lossless": res.tokens == ref.tokens,
+                         "accepted_length": res.mean_accepted_length if res.rounds else None})
+    return rows
+
+
+def summarise(rows: Sequence[Mapping]) -> list[dict]:
+    """Per method: median / peak / min speedup, mean accepted length, tokens/s, share of lossless outputs."""
+    out = []
+    for name in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == name]
+        acc = [r["accepted_length"] for r in mine if r["accepted_length"] is not None]
+        out.append({"method": name, "median_speedup": statistics.median(r["speedup"] for r in mine),
+                    "peak_speedup": max(r["speedup"] for r in mine), "min_speedup": min(r["speedup"] for r in mine),
+                    "mean_accepted_length": statistics.fmean(acc) if acc else None,
+                    "tok_per_s": sum(r["tokens"] for r in mine) / sum(r["seconds"] for r in mine),
+                    "lossless": sum(r["lossless"] for r in mine) / len(mine), "prompts": len(mine)})
+    return out

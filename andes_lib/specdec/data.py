@@ -1,0 +1,90 @@
+"""Self-distillation data for the draft head: the target's own greedy answers and its features (EAGLE, HASS).
+
+The head must predict what the *target* will say, so it is trained on the target's greedy continuations of
+generated prompts (`prompts.py`), not on human text: one batched `generate`, then one teacher-forced forward per
+batch to read the top-layer features and the target's greedy token at every position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .target import Target
+
+
+@dataclass
+class DistillData:
+    """Per sequence: token ids (T,), features (T, h), the target's greedy next token at each position (T,)."""
+
+    ids: list[torch.Tensor] = field(default_factory=list)
+    features: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+    prompt_lengths: list[int] = field(default_factory=list)
+    layer_states: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # hidden states after layer k
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(x) for x in self.ids)
+
+
+def chat_ids(tokenizer, prompt: str) -> torch.Tensor:
+    """A user prompt in the target's chat template, ready for generation: (1, T) token ids."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    return ids
+
+
+@torch.no_grad()
+def collect(target: Target, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16,
+            keep_layers: tuple[int, ...] = (), progress: bool = True) -> DistillData:
+    """Greedy answers of the target to `prompts`, with features and greedy labels at every position.
+
+    `keep_layers` also stores the hidden states after those decoder layers (inputs for a truncated draft model).
+    """
+    if not prompts:
+        raise ValueError("collect needs at least one prompt")
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
+    data = DistillData(layer_states={k: [] for k in keep_layers})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else target.eos_ids[0]
+    for start in tqdm(range(0, len(prompts), batch_size), desc="self-distillation data", disable=not progress):
+        chunk = [chat_ids(tokenizer, p)[0] for p in prompts[start:start + batch_size]]
+        width = max(len(x) for x in chunk)
+        left = torch.full((len(chunk), width), pad)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, x in enumerate(chunk):
+            left[i, width - len(x):], mask[i, width - len(x):] = x, 1
+        out = target.model.generate(input_ids=left, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    do_sample=False, pad_token_id=pad)
+        seqs = []
+        for i, x in enumerate(chunk):
+            answer = out[i, width:].tolist()
+            for j, t in enumerate(answer):
+                if t in target.eos_ids:
+                    answer = answer[: j + 1]
+                    break
+            seqs.append(torch.cat([x, torch.tensor(answer, dtype=torch.long)]))
+        # teacher-forced pass, right-padded: features and greedy labels at every real position
+        width = max(len(s) for s in seqs)
+        right = torch.full((len(seqs), width), pad)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            right[i, : len(s)], mask[i, : len(s)] = s, 1
+        res = target.backbone(input_ids=right, attention_mask=mask, output_hidden_states=bool(keep_layers))
+        feats = res.last_hidden_state
+        labels = target.lm_head(feats).argmax(-1)
+        for i, s in enumerate(seqs):
+            n = len(s)
+            data.ids.append(s)
+            data.features.append(feats[i, :n].clone())
+            data.labels.append(labels[i, :n].clone())
+            data.prompt_lengths.append(len(chunk[i]))
+            for k in keep_layers:
+                data.layer_states[k].append(res.hidden_states[k][i, :n].clone())
+    return data

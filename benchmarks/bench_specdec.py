@@ -1,0 +1,111 @@
+"""Speculative decoding on SmolLM2-135M, end to end: self-distil, train the head and the HF draft model, then
+compare plain greedy, HF assisted generation, HF prompt lookup and ours side by side, and check losslessness.
+
+    python benchmarks/bench_specdec.py                      # the acceptance run (200 lossless prompts)
+    python benchmarks/bench_specdec.py --train-prompts 8 --bench-prompts 1 --lossless-prompts 6   # a quick look
+
+Writes JSON to --out (default runs/bench_specdec.json) and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer  # noqa: E402
+from andes_lib.specdec import (KINDS, DraftHead, Target, chat_ids, collect, frequent_tokens, greedy_generate,  # noqa: E402
+                               make_prompts, speculative_generate, train_head)
+from andes_lib.specdec.assistant import build_assistant, train_assistant  # noqa: E402
+from andes_lib.specdec.bench import REFERENCE, compare, hf_method, summarise  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train-prompts", type=int, default=16, help="training prompts per kind")
+    p.add_argument("--train-new-tokens", type=int, default=64)
+    p.add_argument("--draft-vocab", type=int, default=4096)
+    p.add_argument("--head-steps", type=int, default=150)
+    p.add_argument("--head-batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--assist-layers", type=int, default=4)
+    p.add_argument("--assist-steps", type=int, default=60)
+    p.add_argument("--bench-prompts", type=int, default=3, help="benchmark prompts per kind")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--lossless-prompts", type=int, default=200, help="prompts (all kinds) for the lossless check")
+    p.add_argument("--lossless-new-tokens", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_specdec.json"))
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "threads": torch.get_num_threads()}
+    t_start = time.perf_counter()
+    model, tok = load_smol_llm(), load_smol_tokenizer()
+    target = Target(model)
+
+    t0 = time.perf_counter()
+    train = make_prompts(args.train_prompts, seed=0)
+    data = collect(target, tok, [r["prompt"] for r in train], max_new_tokens=args.train_new_tokens,
+                   batch_size=32, keep_layers=(args.assist_layers - 1,))
+    result["data"] = {"sequences": len(data), "tokens": data.tokens, "seconds": time.perf_counter() - t0}
+    vocab = frequent_tokens(data.labels, args.draft_vocab, target.eos_ids) if args.draft_vocab else None
+    head = DraftHead.from_target(target, vocab=vocab)
+    hist = train_head(head, target, data, steps=args.head_steps, batch_size=args.head_batch, lr=args.lr)
+    result["head"] = {"seconds": hist.seconds, "last": hist.rows[-1]}
+    assistant = build_assistant(model, args.assist_layers)
+    ahist = train_assistant(assistant, data, vocab if vocab is not None else torch.zeros(0, dtype=torch.long),
+                            steps=args.assist_steps, batch_size=args.head_batch)
+    result["assistant"] = {"seconds": ahist.seconds, "last": ahist.rows[-1]}
+    result["training_seconds"] = time.perf_counter() - t0
+
+    exclude = {r["prompt"] for r in train}
+    n_test = max(args.bench_prompts, -(-args.lossless_prompts // len(KINDS)))
+    test = make_prompts(n_test, seed=1, exclude=exclude)
+    tree = dict(mode="tree", topk=4, depth=5, tree_size=16)
+    methods = {
+        REFERENCE: hf_method(model),
+        "ours, greedy loop": lambda ids, n: greedy_generate(target, ids, n),
+        "HF assisted (draft model)": hf_method(model, assistant_model=assistant, num_assistant_tokens=4,
+                                               num_assistant_tokens_schedule="constant",
+                                               assistant_confidence_threshold=0.0),
+        "HF prompt lookup": hf_method(model, prompt_lookup_num_tokens=4),
+        "ours chain k=4": lambda ids, n: speculative_generate(target, head, ids, n, mode="chain", draft_len=4),
+        "ours tree 16": lambda ids, n: speculative_generate(target, head, ids, n, **tree),
+    }
+    bench = [r for k in KINDS for r in [x for x in test if x["kind"] == k][: args.bench_prompts]]
+    rows = compare(methods, tok, bench, args.max_new_tokens)
+    result["benchmark_rows"], result["summary"] = rows, summarise(rows)
+
+    t0 = time.perf_counter()
+    lossless_rows = test[: args.lossless_prompts] if args.lossless_prompts <= len(test) else test
+    lossless_rows = sorted(lossless_rows, key=lambda r: KINDS.index(r["kind"]))[: args.lossless_prompts]
+    same = {"chain": 0, "tree": 0}
+    for row in lossless_rows:
+        ids = chat_ids(tok, row["prompt"])
+        ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.lossless_new_tokens,
+                             do_sample=False)[0, ids.shape[1]:].tolist()
+        same["chain"] += speculative_generate(target, head, ids, args.lossless_new_tokens, mode="chain",
+                                              draft_len=4).tokens == ref
+        same["tree"] += speculative_generate(target, head, ids, args.lossless_new_tokens, **tree).tokens == ref
+    result["lossless"] = {"prompts": len(lossless_rows), **same, "seconds": time.perf_counter() - t0}
+    result["total_seconds"] = time.perf_counter() - t_start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=float))
+    for s in result["summary"]:
+        accepted = "-" if s["mean_accepted_length"] is None else f"{s['mean_accepted_length']:.2f}"
+        print(f"{s['method']:28s} median {s['median_speedup']:.2f}x  peak {s['peak_speedup']:.2f}x  "
+              f"accepted {accepted}  lossless {s['lossless']:.2f}")
+    print(f"lossless: {result['lossless']}")
+    print(f"training {result['training_seconds']:.0f} s (head {hist.seconds:.0f} s); total {result['total_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Speculative decoding (ANDESVL.md §4): lossless chain and tree decoding, cache roll-back, draft head, prompts.
+
+The target here is the `nano` AndesVL (random weights, sharpened so its greedy text varies) with a briefly trained
+draft head, so that rounds both accept and reject draft tokens; notebook 10 runs the same code on SmolLM2-135M.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForCausalLM, DynamicCache
+
+import andes_lib
+from andes_lib.specdec import (DistillData, DraftHead, DraftTree, Target, chat_ids, collect, draft_tree,
+                               evaluate_head, frequent_tokens, greedy_generate, keep_cache_positions, make_prompts,
+                               speculative_generate, train_head, truncate_cache)
+from andes_lib.specdec.assistant import build_assistant, train_assistant
+from andes_lib.specdec.head import HeadCache
+
+MODES = [dict(mode="chain", draft_len=4), dict(mode="chain", draft_len=3, threshold=0.3),
+         dict(mode="tree", topk=3, depth=4, tree_size=10)]
+
+
+@pytest.fixture(scope="module")
+def setup(one_torch_thread):
+    """(target, processor, trained head, distillation data) on a sharpened random nano model."""
+    model = andes_lib.build_model("nano", seed=3)
+    with torch.no_grad():  # sharper logits: greedy text that depends on the context instead of one repeated token
+        model.lm_head.weight.mul_(8.0)
+    proc = andes_lib.build_processor("nano")
+    target = Target(model)
+    prompts = [r["prompt"] for r in make_prompts(4, seed=0)]
+    data = collect(target, proc.tokenizer, prompts, max_new_tokens=24, batch_size=12, keep_layers=(1,), progress=False)
+    head = DraftHead.from_target(target, vocab=frequent_tokens(data.labels, 256, target.eos_ids))
+    history = train_head(head, target, data, steps=25, batch_size=6, lr=2e-3, progress=False)
+    return target, proc, head, data, history
+
+
+class EveryThirdWrong(DraftHead):
+    """The trained head, except that every third token it proposes is replaced by a wrong one: rounds then accept
+    a prefix of the draft and reject the rest, which is where a wrong cache roll-back would show."""
+
+    calls = 0
+
+    def token_ids(self, index: torch.Tensor) -> torch.Tensor:
+        ids = super().token_ids(index)
+        EveryThirdWrong.calls += 1
+        return torch.where(ids > 0, ids - 1, ids + 1) if EveryThirdWrong.calls % 3 == 0 else ids
+
+
+def partially_wrong(head: DraftHead, target: Target) -> DraftHead:
+    clone = EveryThirdWrong(head.config)
+    clone.load_state_dict(head.state_dict())
+    return clone.attach(target).eval()
+
+
+def test_prompts_are_distinct_per_kind_and_disjoint_when_excluded():
+    train = make_prompts(10, seed=0)
+    assert [r["kind"] for r in train].count("summary") == 10 and len({r["prompt"] for r in train}) == 30
+    test = make_prompts(10, seed=1, exclude={r["prompt"] for r in train})
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    with pytest.raises(ValueError, match="unknown prompt kind"):
+        make_prompts(1, kinds=("poetry",))
+
+
+def test_distillation_labels_are_the_targets_greedy_answer(setup):
+    target, proc, _, data, _ = setup
+    for ids, labels, n in zip(data.ids, data.labels, data.prompt_lengths):
+        assert len(ids) > n
+        assert torch.equal(labels[n - 1:-1], ids[n:])  # the answer is the greedy label of the previous position
+    assert data.layer_states[1][0].shape == data.features[0].shape
+
+
+def test_training_lowers_the_loss_and_the_head_agrees_with_the_target(setup):
+    target, _, head, data, history = setup
+    first = sum(r["loss"] for r in history.rows[:5]) / 5
+    last = sum(r["loss"] for r in history.rows[-5:]) / 5
+    assert last < 0.7 * first
+    assert evaluate_head(head, target, data)["top1"] > 0.3
+
+
+@pytest.fixture(scope="module")
+def references(setup):
+    """(prompt ids, plain greedy `generate` tokens) for two prompts."""
+    target, proc, _, _, _ = setup
+    out = []
+    for row in make_prompts(1, seed=5, kinds=("chat", "code")):
+        ids = chat_ids(proc.tokenizer, row["prompt"])
+        out.append((ids, target.model.generate(input_ids=ids, max_new_tokens=32, do_sample=False)[0, ids.shape[1]:]))
+    return out
+
+
+def test_our_greedy_loop_equals_generate(setup, references):
+    target = setup[0]
+    for ids, reference in references:
+        assert greedy_generate(target, ids, 32).tokens == reference.tolist()
+
+
+@pytest.mark.parametrize("kwargs", MODES, ids=["chain", "chain-threshold", "tree"])
+def test_speculative_output_equals_plain_greedy(setup, references, kwargs):
+    target, proc, head, _, _ = setup
+    partial = partially_wrong(head, target)
+    accepted = rejected = 0
+    for ids, reference in references:
+        for h in (head, partial):
+            spec = speculative_generate(target, h, ids, 32, **kwargs)
+            assert spec.tokens == reference.tolist()
+            assert len(spec.drafted) == len(spec.tokens) and spec.rounds < len(spec.tokens)
+        accepted += sum(spec.accepted)  # the partially wrong head: rounds accept a prefix, reject the rest
+        rejected += sum(p - a for p, a in zip(spec.proposed, spec.accepted))
+    assert accepted > 0 and rejected > 0
+
+
+def test_image_prompt_on_the_vlm_is_lossless(setup):
+    target, proc, head, _, _ = setup
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the shape?"}]}]
+    batch = proc(images=[[Image.new("RGB", (64, 48), (200, 30, 30))]],
+                 text=[proc.apply_chat_template(msgs, add_generation_prompt=True)], return_tensors="pt")
+    extra = {"pixel_values": batch["pixel_values"], "image_grid_hw": batch["image_grid_hw"]}
+    reference = target.model.generate(**batch, max_new_tokens=20, do_sample=False)[0, batch["input_ids"].shape[1]:]
+    for kwargs in MODES:
+        spec = speculative_generate(target, head, batch["input_ids"], 20, **kwargs, **extra)
+        assert spec.tokens == reference.tolist()
+
+
+def test_max_new_tokens_and_eos_are_respected(setup):
+    target, proc, head, _, _ = setup
+    ids = chat_ids(proc.tokenizer, "Tell me three facts about the moon's phases.")
+    for n in (1, 2, 7):
+        assert speculative_generate(target, head, ids, n, mode="tree").tokens == greedy_generate(target, ids, n).tokens
+    eos = target.eos_ids[0]
+    for kwargs in MODES:
+        out = speculative_generate(target, head, ids, 40, **kwargs).tokens
+        assert eos not in out[:-1]
+
+
+def test_bad_requests_are_refused(setup):
+    target, proc, head, _, _ = setup
+    ids = chat_ids(proc.tokenizer, "hello")
+    with pytest.raises(ValueError, match="unknown mode"):
+        speculative_generate(target, head, ids, 4, mode="beam")
+    with pytest.raises(ValueError, match="one sequence at a time"):
+        speculative_generate(target, head, ids.repeat(2, 1), 4)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        speculative_generate(target, head, ids, 0)
+
+
+def test_cache_rollback_keeps_the_accepted_positions():
+    cache = DynamicCache()
+    keys = torch.arange(10.0).view(1, 1, 10, 1).expand(1, 2, 10, 3).contiguous()
+    cache.update(keys, keys + 100, 0)
+    keep_cache_positions(cache, 4, torch.tensor([1, 3, 4]))
+    assert cache.layers[0].keys[0, 0, :, 0].tolist() == [0, 1, 2, 3, 5, 7, 8]
+    assert cache.layers[0].values[0, 1, :, 0].tolist() == [100, 101, 102, 103, 105, 107, 108]
+    truncate_cache(cache, 5)
+    assert cache.get_seq_length() == 5
+
+
+def test_tree_mask_lets_each_node_see_only_its_ancestors():
+    tree = DraftTree(tokens=[5, 6, 7, 8], parents=[-1, -1, 0, 2], depths=[1, 1, 2, 3])
+    mask = tree.attention_mask(past=2)[0, 0] == 0
+    assert mask[:, :2].all()
+    assert mask[:, 2:].tolist() == [[True, False, False, False, False], [True, True, False, False, False],
+                                    [True, False, True, False, False], [True, True, False, True, False],
+                                    [True, True, False, True, True]]
+    assert DraftTree.chain([1, 2, 3]).is_chain and not tree.is_chain
+
+
+def test_dynamic_tree_is_a_tree_of_the_requested_size(setup):
+    target, proc, head, _, _ = setup
+    cache = HeadCache()
+    feats = torch.randn(1, 6, target.hidden_size)
+    hidden = head(feats, target.embed(torch.arange(6))[None], torch.arange(6)[None], cache=cache)[0, -1:]
+    tree = draft_tree(head, target.embed, hidden, cache, 6, topk=3, depth=4, size=9)
+    assert len(tree) == 9 and len(cache) == 6  # the head's cache is restored
+    for i, (p, d) in enumerate(zip(tree.parents, tree.depths)):
+        assert p < i and d == (1 if p < 0 else tree.depths[p] + 1)
+        assert p < 0 or tree.tokens[i] is not None
+    assert set(tree.tokens) <= set(head.vocab.tolist())
+
+
+def test_head_saves_and_reloads_as_safetensors(setup, tmp_path):
+    target, _, head, _, _ = setup
+    head.save(tmp_path)
+    again = DraftHead.load(tmp_path, target)
+    x, e = torch.randn(1, 3, target.hidden_size), torch.randn(1, 3, target.hidden_size)
+    pos = torch.arange(3)[None]
+    assert torch.equal(head(x, e, pos), again(x, e, pos)) and torch.equal(head.vocab, again.vocab)
+    with pytest.raises(FileNotFoundError, match="no draft head"):
+        DraftHead.load(tmp_path / "missing", target)
+
+
+def test_truncated_draft_model_trains_and_assists_losslessly(setup):
+    target, proc, _, data, _ = setup
+    llm = target.model.model.language_model
+    causal = AutoModelForCausalLM.from_config(llm.config)  # the nano text model as a plain causal LM
+    causal.model.load_state_dict(llm.state_dict())
+    causal.lm_head.weight = target.lm_head.weight
+    causal.generation_config.eos_token_id = target.eos_ids[0]
+    with pytest.raises(ValueError, match="n_layers"):
+        build_assistant(causal, llm.config.num_hidden_layers)
+    assistant = build_assistant(causal, 2)
+    history = train_assistant(assistant, data, torch.tensor([], dtype=torch.long), steps=8, batch_size=4,
+                              progress=False)
+    assert history.rows[-1]["loss"] < history.rows[0]["loss"]
+    ids = chat_ids(proc.tokenizer, "List 3 fruits.")
+    plain = causal.generate(input_ids=ids, max_new_tokens=16, do_sample=False)
+    assisted = causal.generate(input_ids=ids, max_new_tokens=16, do_sample=False, assistant_model=assistant)
+    assert torch.equal(plain, assisted)
+
+
+def test_app_streams_coloured_tokens_and_refuses_empty_prompts(setup):
+    import gradio as gr
+
+    from apps.specdec import SpecEngine, build_app
+    from andes_lib.specdec.view import DRAFT_COLOUR, colour_tokens
+
+    target, proc, head, _, _ = setup
+    engine = SpecEngine(target=target, tokenizer=proc.tokenizer, head=head)
+    assert isinstance(build_app(engine), gr.Blocks)
+    updates = list(engine.stream("List 3 fruits.", "tree", 24))
+    answer, stats = updates[-1]
+    spec = speculative_generate(target, head, chat_ids(proc.tokenizer, "List 3 fruits."), 24, mode="tree")
+    assert answer == colour_tokens(proc.tokenizer, spec.tokens, spec.drafted)
+    assert f"{len(spec.tokens)} tokens" in stats and (DRAFT_COLOUR in answer) == any(spec.drafted)
+    with pytest.raises(gr.Error, match="Type a prompt"):
+        list(engine.stream("  ", "chain", 8))
+    with pytest.raises(ValueError, match="draft flags"):
+        colour_tokens(proc.tokenizer, [1, 2], [True])
