@@ -308,7 +308,7 @@ def execute(
         report.write_json_atomic(run / report.MANIFEST, manifest)
         t0 = time.perf_counter()
         try:
-            with _environ({report.ENV_RUN_DIR: str(run), report.ENV_NOTEBOOK: nb.name}), _quiet_nbformat():
+            with _environ(kernel_env(run, nb.name)), _quiet_nbformat():
                 papermill.execute_notebook(nb.path, run / f"{nb.name}.ipynb", kernel_name=kernel,
                                            parameters={**params, "RUN_DIR": str(run)}, cwd=str(nb.path.parent),
                                            extra_arguments=list(KERNEL_ARGS))
@@ -346,6 +346,13 @@ def _quiet_nbformat() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=MissingIDFieldWarning)
         yield
+
+
+def kernel_env(run: Path, name: str) -> dict[str, str]:
+    """What a chapter's kernel gets: the run directory, its own name, and the repository root on PYTHONPATH (the
+    kernel starts in notebooks/, and chapters import `apps` as well as `andes_lib`, as they do under nbmake)."""
+    path = os.pathsep.join(filter(None, [str(report.repo_root()), os.environ.get("PYTHONPATH")]))
+    return {report.ENV_RUN_DIR: str(run), report.ENV_NOTEBOOK: name, "PYTHONPATH": path}
 
 
 @contextlib.contextmanager

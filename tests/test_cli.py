@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -217,3 +218,12 @@ def test_empty_notebooks_dir_is_a_usage_error(tmp_path: Path, capsys) -> None:
 def test_parameter_values_are_read_as_yaml_1_2(text: str, value: object) -> None:
     parsed = runner.parse_value(text)
     assert parsed == value and type(parsed) is type(value)
+
+
+def test_kernels_can_import_the_apps_package(tmp_path):
+    """Chapters import `apps` (not installed) as well as `andes_lib`: the runner puts the repository root on the
+    kernel's PYTHONPATH, as conftest.py does for nbmake."""
+    env = runner.kernel_env(tmp_path, "09_okv")
+    root = str(report.repo_root())
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == root and (Path(root) / "apps").is_dir()
+    assert env[report.ENV_RUN_DIR] == str(tmp_path) and env[report.ENV_NOTEBOOK] == "09_okv"
