@@ -25,7 +25,7 @@ import andes_lib
 from andes_lib.data import build_dataset
 from andes_lib.train.collate import IGNORE_INDEX, collate
 from andes_lib.train.loss import token_weights
-from andes_lib.train.patch_labels import collate_patch_labels
+from andes_lib.train.patch_labels import collate_patch_labels, load_labeler
 from andes_lib.train.probe import token_labels
 
 PROBE_TASKS = ("hallucination/object", "hallucination/attribute", "general_vqa/color", "general_vqa/shape")
@@ -62,7 +62,8 @@ def run(a: argparse.Namespace) -> dict[str, float]:
     current: dict[str, torch.Tensor] = {}
     if a.real:
         model.model.vision_tower.requires_grad_(False)
-        params += list(model.model.projector.parameters())
+        model.model.projector.requires_grad_(a.projector_lr != 0)
+        params += list(model.model.projector.parameters()) if a.projector_lr != 0 else []
     else:
         e_shape, e_colour = torch.nn.Embedding(7, hidden), torch.nn.Embedding(7, hidden)
         for e in (e_shape, e_colour):
@@ -73,14 +74,24 @@ def run(a: argparse.Namespace) -> dict[str, float]:
         raw = model.model.get_image_features
         model.model.get_image_features = lambda pv, grid: a.rms * torch.nn.functional.rms_norm(
             raw(pv, grid), (hidden,))
-    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    proj = {id(p) for p in model.model.projector.parameters()}
+    groups = [{"params": [p for p in params if id(p) not in proj], "peak": a.lr},
+              {"params": [p for p in params if id(p) in proj], "peak": a.lr if a.projector_lr < 0 else a.projector_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
     mix = parse_mix(a.mix)
     train, test = pools(mix, "train", a.n_train), pools(parse_mix(",".join(PROBE_TASKS)), "test", 100)
     names, weights = list(mix), [mix[k] for k in mix]
 
+    labeler = load_labeler(a.labeler)[0] if a.labeler else None
+
     def prep(rows: list[dict]) -> dict[str, torch.Tensor]:
         if not a.real:
-            current["s"], current["c"] = token_labels(collate_patch_labels(proc, rows))
+            labels = collate_patch_labels(proc, rows)
+            if labeler is not None:  # the vision stage's own predictions stand in for the ground truth
+                with torch.no_grad():
+                    s_logits, c_logits, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
+                labels = {"shape_labels": s_logits.argmax(-1), "colour_labels": c_logits.argmax(-1)}
+            current["s"], current["c"] = token_labels(labels)
         return collate(proc, rows, "assistant")
 
     @torch.no_grad()
@@ -104,7 +115,7 @@ def run(a: argparse.Namespace) -> dict[str, float]:
     model.train()
     for step in range(1, a.steps + 1):
         for g in opt.param_groups:
-            g["lr"] = a.lr * min(1.0, step / 20)
+            g["lr"] = g["peak"] * min(1.0, step / 20)
         rows = []
         for _ in range(a.batch):
             pool = train[rng.choices(names, weights)[0]]
@@ -131,11 +142,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--init", default="fresh", help="'fresh' or a checkpoint folder (e.g. a nano-llm artifact)")
     p.add_argument("--real", action="store_true", help="the real (frozen) vision tower + trainable projector")
+    p.add_argument("--labeler", default="", help="oracle rows indexed by this vision artifact's predicted labels")
     p.add_argument("--mix", default="hallucination:1,general_vqa:1", help="source:weight,... (domain or domain/task)")
     p.add_argument("--n-train", type=int, default=1000, help="training items per domain")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--projector-lr", type=float, default=-1.0, help="--real: the projector's rate (0: frozen; -1: --lr)")
     p.add_argument("--std", type=float, default=0.02, help="init std of the oracle embeddings (their scale)")
     p.add_argument("--rms", type=float, default=0.0, help="normalise visual rows to this RMS (0: leave them)")
     p.add_argument("--weighting", default="token", choices=["token", "sample", "square"])

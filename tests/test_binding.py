@@ -14,7 +14,7 @@ import andes_lib
 from andes_lib.data import build_dataset
 from andes_lib.model.projector import PixelShuffleProjector
 from andes_lib.train.loss import token_weights
-from andes_lib.train.probe import probe_visual_tokens, token_labels
+from andes_lib.train.probe import object_share, probe_visual_tokens, token_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +68,16 @@ def test_probe_reports_accuracies_and_scales():
     out = probe_visual_tokens(model, proc, rows[:4], rows[4:])
     assert 0 <= out["shape"] <= 1 and 0 <= out["colour"] <= 1 and out["object_tokens"] > 0
     assert out["visual_rms"] == pytest.approx(1.0, rel=0.05)  # nano's projector holds rows at RMS 1 at init
+    assert 0 <= out["object_share"] <= 1
+
+
+def test_object_share_is_one_for_pure_codes_and_falls_with_nuisance():
+    shapes, colours = torch.tensor([1, 1, 2, 2, 3, 3, 0]), torch.tensor([1, 1, 2, 2, 1, 1, 0])
+    codes = torch.randn(4, 8)
+    pure = codes[shapes] + codes[colours]
+    assert object_share(pure, shapes, colours) == pytest.approx(1.0)
+    noisy = pure + 3 * torch.randn(len(shapes), 8)
+    assert object_share(noisy, shapes, colours) < 0.9
 
 
 @pytest.mark.slow
@@ -76,6 +86,7 @@ def test_oracle_benchmark_runs_end_to_end():
     oracle = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(oracle)
     args = argparse.Namespace(init="fresh", real=False, mix="general_vqa/color:1", n_train=32, steps=3, batch=8,
-                              lr=1e-3, std=0.02, rms=1.0, weighting="sample", every=3, seed=0, json="")
+                              lr=1e-3, std=0.02, rms=1.0, weighting="sample", every=3, seed=0, json="",
+                              labeler="", projector_lr=-1.0)
     result = oracle.run(args)
     assert set(result) == set(oracle.PROBE_TASKS) and all(0 <= v <= 1 for v in result.values())

@@ -14,8 +14,9 @@ import andes_lib
 from andes_lib.data import general_vqa
 from andes_lib.data.render import COLOURS
 from andes_lib.train.loop import run_stage
-from andes_lib.train.patch_labels import (COLOUR_CLASSES, HEAD_FILE, SHAPE_CLASSES, collate_patch_labels, load_labeler,
-                                          patch_label_accuracy, predict_shape_maps, scene_panels)
+from andes_lib.train.patch_labels import (COLOUR_CLASSES, HEAD_FILE, SHAPE_CLASSES, PatchLabelHead,
+                                          collate_patch_labels, load_labeler, patch_label_accuracy, patch_label_loss,
+                                          predict_shape_maps, scene_panels)
 from andes_lib.train.recipes import StageRecipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -69,8 +70,8 @@ def test_scenes_without_shapes_are_refused_with_a_clear_error(proc):
 
 
 def test_a_patch_label_recipe_trains_the_vision_tower_only():
-    with pytest.raises(ValueError, match="vision tower alone"):
-        StageRecipe(name="v", objective="patch_labels", lr={"vision_tower": 1e-3, "projector": 1e-3},
+    with pytest.raises(ValueError, match="no 'language_model'"):
+        StageRecipe(name="v", objective="patch_labels", lr={"vision_tower": 1e-3, "language_model": 1e-3},
                     data={"general_vqa": 1.0})
     with pytest.raises(ValueError, match="objective"):
         StageRecipe(name="v", objective="pixels", lr={"vision_tower": 1e-3}, data={"general_vqa": 1.0})
@@ -116,3 +117,31 @@ def test_vision_stage_resumes_bit_exactly_head_included(tmp_path):
     for name in ("model.safetensors", HEAD_FILE):
         a, b = load_file(str(straight.path / name)), load_file(str(resumed.path / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_the_code_term_pulls_each_projector_row_onto_its_objects_code():
+    head = PatchLabelHead(16, code_size=8)
+    assert torch.equal(head.shape_codes, PatchLabelHead(16, code_size=8).shape_codes)  # fixed: same in every run
+    assert not any("codes" in k for k in head.state_dict())  # and not saved in the head file
+    batch = {"shape_labels": torch.tensor([0, 2, 2, 2, 5, 5, 0, 0]), "colour_labels": torch.tensor([0, 1, 1, 1, 3, 3, 0, 0])}
+    logits = head(torch.randn(8, 16))
+    rows = head.code_target(torch.tensor([2, 5]), torch.tensor([1, 3]))  # majority object of each 2x2 block
+    ce_only = patch_label_loss((*logits, rows), batch, head)
+    assert torch.allclose(patch_label_loss((*logits, rows), batch, head, code_weight=2.0), ce_only)  # on target
+    off = patch_label_loss((*logits, rows + 0.5), batch, head, code_weight=2.0)
+    assert torch.allclose(off - ce_only, torch.tensor(2.0 * 0.25 * 2))
+    with pytest.raises(ValueError, match="warm_projector"):
+        patch_label_loss((*logits, None), batch, head, code_weight=1.0)
+    with pytest.raises(ValueError, match="code_weight"):
+        StageRecipe(name="v", objective="patch_labels", code_weight=1.0, lr={"vision_tower": 1e-3},
+                    data={"general_vqa": 1.0})
+
+
+def test_vision_stage_warms_the_projector_onto_the_codes(tmp_path, proc):
+    recipe = vision_recipe(lr={"vision_tower": 2e-3, "projector": 2e-3}, code_weight=1.0, steps=12)
+    before = andes_lib.build_model("nano", seed=0).model.projector.state_dict()
+    result = run_stage(recipe, tmp_path / "final", progress=False)
+    after = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(result.path)).model.projector.state_dict()
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+    losses = [h["loss"] for h in result.history]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses

@@ -194,7 +194,8 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     seed_everything(recipe.seed)
     started = time.perf_counter()
     model, processor = load_start(recipe, init_from)
-    labeler = attach_head(model) if recipe.objective == "patch_labels" else None
+    labeler = (attach_head(model, warm_projector="projector" in recipe.lr) if recipe.objective == "patch_labels"
+               else None)
     model.train()
     counts = apply_freeze(model, recipe)
     optimizer = torch.optim.AdamW(param_groups(model, recipe), betas=recipe.betas, weight_decay=recipe.weight_decay,
@@ -269,7 +270,8 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
             return 2 * batch["shape_labels"].numel()  # a shape and a colour label per patch
 
         def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            return patch_label_loss(*net(batch["pixel_values"], batch["image_grid_hw"]), batch)
+            return patch_label_loss(net(batch["pixel_values"], batch["image_grid_hw"]), batch, labeler.head,
+                                    recipe.code_weight)
     world, rank = accelerator.num_processes, accelerator.process_index
     if recipe.batch_size % (world * recipe.grad_accum):
         raise ValueError(f"batch_size {recipe.batch_size} must divide into {world} processes x {recipe.grad_accum} "

@@ -9,24 +9,12 @@ side is what does not bind (`benchmarks/oracle_binding.py`).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .patch_labels import COLOUR_CLASSES, SHAPE_CLASSES, collate_patch_labels
-
-
-def token_labels(patch_labels: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shape id, colour id) per visual token: the most common object label of its 4 patches (0: background)."""
-    s, c = patch_labels["shape_labels"].view(-1, 4), patch_labels["colour_labels"].view(-1, 4)
-    out_s, out_c = torch.zeros(len(s), dtype=torch.long), torch.zeros(len(s), dtype=torch.long)
-    for i in range(len(s)):
-        objects = [(int(a), int(b)) for a, b in zip(s[i], c[i]) if a > 0]
-        if objects:
-            out_s[i], out_c[i] = collections.Counter(objects).most_common(1)[0][0]
-    return out_s, out_c
+from .patch_labels import COLOUR_CLASSES, SHAPE_CLASSES, collate_patch_labels, token_labels
 
 
 @torch.no_grad()
@@ -61,9 +49,22 @@ def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         return float((head(x_test[keep]).argmax(-1) == y_test[keep]).float().mean())
 
 
+def object_share(x: torch.Tensor, shapes: torch.Tensor, colours: torch.Tensor) -> float:
+    """Share of the object tokens' variance that their (shape, colour) explains: how much of what the LLM reads is
+    the object. Linear probes can read an object that is 5% of the variance; attention has to find it first."""
+    keep = shapes > 0
+    x, key = x[keep].float(), (shapes[keep] * 64 + colours[keep])
+    x = x - x.mean(0)
+    fit = torch.zeros_like(x)
+    for k in key.unique():
+        fit[key == k] = x[key == k].mean(0)
+    return float(fit.pow(2).sum() / x.pow(2).sum().clamp(min=1e-12))
+
+
 def probe_visual_tokens(model: Any, processor: Any, train_rows: Sequence[dict[str, Any]],
                         test_rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Held-out shape and colour accuracy of linear probes on the visual tokens, and their RMS beside the text's."""
+    """Held-out shape and colour accuracy of linear probes on the visual tokens, the share of their variance that is
+    the object (`object_share`), and their RMS beside the text's."""
     model.eval()
     x_tr, s_tr, c_tr = visual_tokens(model, processor, train_rows)
     x_te, s_te, c_te = visual_tokens(model, processor, test_rows)
@@ -71,5 +72,6 @@ def probe_visual_tokens(model: Any, processor: Any, train_rows: Sequence[dict[st
         text_rms = model.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().mean()
     return {"shape": linear_probe(x_tr, s_tr, x_te, s_te, len(SHAPE_CLASSES)),
             "colour": linear_probe(x_tr, c_tr, x_te, c_te, len(COLOUR_CLASSES)),
+            "object_share": object_share(x_te, s_te, c_te),
             "visual_rms": float(x_te.pow(2).mean(-1).sqrt().mean()), "text_rms": float(text_rms),
             "object_tokens": int((s_te > 0).sum())}

@@ -63,6 +63,7 @@ class StageRecipe:
     loss_on: str = "all"  # "all" text tokens (pre-training) or "assistant" tokens only (SFT)
     loss_weighting: str = "token"  # mean over "token"s, over "sample"s, or InternVL2.5's "square" (train.loss)
     objective: str = "lm"  # "lm" (next-token loss) or "patch_labels" (the vision tower alone, train.patch_labels)
+    code_weight: float = 0.0  # patch_labels: weight of pulling the projector's rows onto their objects' codes
     steps: int = 100
     batch_size: int = 8  # global batch per optimizer step (split over processes)
     grad_accum: int = 1  # micro-batches per optimizer step (per process)
@@ -92,9 +93,15 @@ class StageRecipe:
                              f"got {self.loss_weighting!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"recipe {self.name!r}: objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.objective == "patch_labels" and (set(self.lr) != {"vision_tower"} or self.text_only):
-            raise ValueError(f"recipe {self.name!r}: a patch_labels stage trains the vision tower alone on scenes "
-                             "of shapes: lr must be {'vision_tower': ...} and text_only 0")
+        if self.objective == "patch_labels" and ("vision_tower" not in self.lr or "language_model" in self.lr
+                                                 or self.text_only):
+            raise ValueError(f"recipe {self.name!r}: a patch_labels stage trains the vision tower (and at most the "
+                             "projector) on scenes of shapes: lr must have 'vision_tower', no 'language_model', "
+                             "and text_only 0")
+        if self.code_weight < 0 or (self.code_weight and (self.objective != "patch_labels"
+                                                          or "projector" not in self.lr)):
+            raise ValueError(f"recipe {self.name!r}: code_weight must be >= 0; only a patch_labels stage that "
+                             "trains the projector has one")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"recipe {self.name!r}: schedule must be 'cosine' or 'constant'")
         if not 0.0 <= self.text_only <= 1.0:
@@ -207,11 +214,13 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
         description="Stand-in for the pre-trained Qwen3: the random nano LLM learns the text of all domains.",
     ),
     StageRecipe(
-        name="vision", parent="llm", objective="patch_labels", lr={"vision_tower": 1e-3},
+        name="vision", parent="llm", objective="patch_labels", code_weight=1.0,
+        lr={"vision_tower": 1e-3, "projector": 1e-3},
         data={"general_vqa": 1.0, "hallucination": 1.0, "multi_image": 1.0}, max_seq_len=192, steps=600,
         batch_size=16, warmup_steps=20,
-        description="Stand-in for the pre-trained SigLIP2/AIMv2 encoder: the random vision tower alone learns to "
-                    "label every patch with the shape and colour under it.",
+        description="Stand-in for the pre-trained SigLIP2/AIMv2 encoder: the random vision tower learns to label "
+                    "every patch with the shape and colour under it, and the projector learns to send each object "
+                    "as a fixed code (what a semantic encoder's features give the LLM).",
     ),
     StageRecipe(
         name="pt1", parent="vision", lr={"projector": 1e-3},
