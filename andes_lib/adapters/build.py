@@ -15,6 +15,7 @@ from typing import Any
 from peft import PeftModel
 from torch import nn
 
+from ..posttrain.common import seed_all
 from .lora import FitResult, attach_adapters, lora_config, train_adapter
 from .registry import AdapterError, AdapterRegistry
 from .tasks import AdapterTask, rows, task_data
@@ -43,6 +44,7 @@ def build_adapters(base: nn.Module, processor: Any, base_id: str, folder: str | 
             return model, {t.name: {"seconds": 0.0, "losses": [], "reused": True} for t in tasks}
         except AdapterError as e:
             print(f"retraining the adapters: {e}")
+    seed_all(seed)  # LoRA's A matrices are drawn at attach time
     model = attach_adapters(base, [t.name for t in tasks], lora_config(r=r, alpha=2 * r))
     info = {}
     for t in tasks:

@@ -54,6 +54,7 @@ class QuantLinear(nn.Linear):
         if mode == "frozen" and getattr(self, "w_scale", None) is None:
             raise RuntimeError("no frozen encodings: run calibrate(...) or load_encodings(...) first")
         self.mode = mode
+        self._cache_key, self._cached_weight = None, None
 
     @property
     def frozen_encoding(self) -> Encoding:
@@ -68,13 +69,25 @@ class QuantLinear(nn.Linear):
             self.obs_n += flat.shape[0]
             return F.linear(x, self.weight, self.bias)
         if self.mode == "frozen":
-            enc, clip = self.frozen_encoding, self.a_clip
+            w, clip = self._frozen_weight(), self.a_clip
         else:
             enc, clip = weight_encoding(self.weight, s.w_bits, s.group_size, s.w_symmetric), None
-        w = fake_quantize_weight(self.weight, enc)
+            w = fake_quantize_weight(self.weight, enc)
         if s.a_bits:
             x = fake_quantize_per_token(x, s.a_bits, s.a_symmetric, clip)
         return F.linear(x, w, self.bias)
+
+    def _frozen_weight(self) -> torch.Tensor:
+        """The weight on its frozen grid; cached while neither the weight (its version counter) nor the encodings
+        change and no gradient is wanted for it (QALFT and evaluation), recomputed with STE otherwise."""
+        if self.weight.requires_grad and torch.is_grad_enabled():
+            return fake_quantize_weight(self.weight, self.frozen_encoding)
+        key = (self.weight._version, self.weight.data_ptr(), self.w_scale.data_ptr(), self.w_scale._version)
+        if getattr(self, "_cache_key", None) != key:
+            with torch.no_grad():
+                self._cached_weight = fake_quantize_weight(self.weight, self.frozen_encoding)
+            self._cache_key = key
+        return self._cached_weight
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, scheme={self.qscheme.name}, mode={self.mode}"
@@ -135,5 +148,7 @@ def dequantize_model(model: nn.Module) -> nn.Module:
     for layer in quant_layers(model).values():
         for name in ("w_scale", "w_zero", "a_clip"):
             layer._buffers.pop(name, None)
+        for name in ("_cache_key", "_cached_weight", "obs_absmax", "obs_sq", "obs_n", "qscheme", "mode"):
+            layer.__dict__.pop(name, None)
         layer.__class__ = nn.Linear
     return model
