@@ -157,8 +157,8 @@ def test_task_contracts_score_strictly() -> None:
     assert TASKS["ocr"].score('{"text": "SHOP"}', "SHOP", "exact") == 1.0
     assert TASKS["ocr"].score("SHOP", "SHOP", "exact") == 0.0  # right reading, broken contract
     box = "<|box_start|>(100,100),(300,200)<|box_end|>"
-    assert TASKS["gui"].score("click(200, 150)", box, "iou") == 1.0
-    assert TASKS["gui"].score("click(20, 150)", box, "iou") == 0.0 and not TASKS["gui"].valid(box)
+    assert TASKS["gui"].score("tap (200,150)", box, "iou") == 1.0
+    assert TASKS["gui"].score("tap (20, 150)", box, "iou") == 0.0 and not TASKS["gui"].valid(box)
     assert TASKS["chart"].score("\\boxed{12}", "12.3", "relaxed") == 1.0
     assert TASKS["multilingual"].score("红色", "red", "exact") == 1.0
     assert TASKS["multilingual"].score("red", "red", "exact") == 0.0

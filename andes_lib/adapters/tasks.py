@@ -6,7 +6,7 @@ domains, each with the output contract a phone feature would need, which the sha
 | task           | domain        | questions                        | the adapter must answer                       |
 |----------------|---------------|----------------------------------|-----------------------------------------------|
 | `ocr`          | text_rich     | all                              | JSON `{"text": "<reading>"}`                  |
-| `gui`          | gui           | grounding ("Where is ...?")      | a tap point `click(x, y)` (0-1000 grid)       |
+| `gui`          | gui           | grounding ("Where is ...?")      | a tap point `tap (x,y)` (0-1000 grid)         |
 | `chart`        | chart         | all                              | the final answer in `\\boxed{...}`             |
 | `multilingual` | multilingual  | English colour/shape questions   | the answer in Chinese                         |
 
@@ -30,7 +30,7 @@ from ..data.base import assistant_message, user_message
 from ..data.render import COLOURS_ZH, SHAPES_ZH
 from ..eval.metrics import last_boxed, parse_box, score
 
-_CLICK = re.compile(r"click\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
+_TAP = re.compile(r"tap\s*\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
 
 
 def _json_text(output: str) -> str | None:
@@ -41,20 +41,20 @@ def _json_text(output: str) -> str | None:
     return value["text"] if isinstance(value, dict) and isinstance(value.get("text"), str) else None
 
 
-def _click_format(answer: str) -> str:
+def _tap_format(answer: str) -> str:
     box = parse_box(answer)
     if box is None:
         raise ValueError(f"GUI grounding answer is not a box: {answer!r}")
-    return f"click({round((box[0] + box[2]) / 2)}, {round((box[1] + box[3]) / 2)})"
+    return f"tap ({round((box[0] + box[2]) / 2)},{round((box[1] + box[3]) / 2)})"
 
 
-def _click(output: str) -> str | None:
-    m = _CLICK.search(output)
+def _tap(output: str) -> str | None:
+    m = _TAP.search(output)
     return m.group(0) if m else None
 
 
-def _click_score(click: str, target: str) -> float:
-    m, box = _CLICK.search(click), parse_box(target)
+def _tap_score(tap: str, target: str) -> float:
+    m, box = _TAP.search(tap), parse_box(target)
     if m is None or box is None:
         return 0.0
     x, y = float(m.group(1)), float(m.group(2))
@@ -94,9 +94,9 @@ TASKS: dict[str, AdapterTask] = {t.name: t for t in (
     AdapterTask("ocr", "text_rich", "read signs, prices and receipts; reply as JSON {\"text\": ...}",
                 keep=lambda r: True, format=lambda a: json.dumps({"text": a}, ensure_ascii=False),
                 extract=_json_text),
-    AdapterTask("gui", "gui", "GUI grounding: reply with a tap point click(x, y) on the named element",
-                keep=lambda r: r["task"] == "ground", format=_click_format, extract=_click,
-                score_fn=_click_score),
+    AdapterTask("gui", "gui", "GUI grounding: reply with a tap point tap (x,y) on the named element",
+                keep=lambda r: r["task"] == "ground", format=_tap_format, extract=_tap,
+                score_fn=_tap_score),
     AdapterTask("chart", "chart", "chart reading: max, min, values, differences; final answer in \\boxed{}",
                 keep=lambda r: True, format=lambda a: f"\\boxed{{{a}}}", extract=last_boxed),
     AdapterTask("multilingual", "multilingual", "answer English colour and shape questions in Chinese",
