@@ -7,7 +7,6 @@ answers a question with the chosen file (loaded from disk, unpacked).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ import gradio as gr
 
 from andes_lib.compress import answer, file_bpw, load_language_model, load_packed
 from andes_lib.report import METRICS_DIR, run_dir
+from apps._launch import serve_run_dir_app
 
 
 def find_packed(run: str | Path) -> dict[str, Path]:
@@ -85,12 +85,7 @@ def build_app(run: str | Path | None = None) -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", default=None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7862)
-    args = parser.parse_args(argv)
-    build_app(args.run_dir).launch(server_name=args.host, server_port=args.port)
+    serve_run_dir_app(build_app, __doc__.splitlines()[0], 7862, argv)
 
 
 if __name__ == "__main__":
