@@ -219,3 +219,15 @@ def test_gptq_and_distilled_files_keep_their_bpw_load_and_generate(tmp_path) -> 
                                                         "scales": q["model.layers.0.mlp.up_proj.weight"]["scales"]}}
     with pytest.raises(ValueError, match="do not fit"):
         save_packed(model, tmp_path / "bad.safetensors", schemes, default="int2-g64", quantized=bad)
+
+
+def test_distillation_student_holds_the_stored_weights_of_matrices_it_does_not_tune() -> None:
+    model = tiny_llama()
+    calib = [torch.randint(0, 128, (1, 16), generator=torch.Generator().manual_seed(5))]
+    q = gptq_model(model, {}, input_hessians(model, calib), "int4-g64")
+    name = "model.layers.1.mlp.down_proj.weight"
+    q.pop(name)  # left to the file's own fit: the student must see that fit, not the fp32 weight
+    _, student, _ = distill_scales(model, q, {}, "int4-g64", calib, steps=1)
+    w = dict(model.named_parameters())[name]
+    expected = dequantize_matrix(quantize_matrix(w, parse_scheme("int4-g64")), parse_scheme("int4-g64"), *w.shape)
+    assert torch.equal(dict(student.named_parameters())[name], expected)

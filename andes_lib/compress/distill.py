@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .packing import unpack_codes, unpack_trits
-from .schemes import parse_scheme
+from .schemes import dequantize_matrix, parse_scheme, quantize_matrix
 
 
 def _centered_codes(stored: dict[str, torch.Tensor], kind: str, bits: int, n: int) -> torch.Tensor:
@@ -30,11 +30,14 @@ def _centered_codes(stored: dict[str, torch.Tensor], kind: str, bits: int, n: in
 
 def distill_scales(model: nn.Module, stored: dict[str, dict[str, torch.Tensor]], schemes: dict[str, str],
                    default: str, batches: list[torch.Tensor], steps: int = 30, lr: float = 0.01,
+                   importance: dict[str, torch.Tensor] | None = None,
                    progress: bool = False) -> tuple[dict[str, dict[str, torch.Tensor]], nn.Module, dict[str, float]]:
     """Tune the scales of the int/ternary matrices in `stored` (and all 1-D weights) by KL distillation from `model`.
 
     Returns (stored tensors with the tuned fp16 scales, a copy of `model` carrying the tuned norms for
-    `save_packed`, and a cost/loss summary). Matrices whose group does not divide their row keep their scales.
+    `save_packed`, and a cost/loss summary). Matrices whose group does not divide their row keep their scales;
+    matrices not in `stored` take, in the student, the weights `save_packed` will write for them (its own fit
+    with `importance`), so the norms train against the model the file will hold.
     """
     if steps < 1 or not batches:
         raise ValueError(f"need steps >= 1 and calibration batches (got {steps}, {len(batches)})")
@@ -53,6 +56,13 @@ def distill_scales(model: nn.Module, stored: dict[str, dict[str, torch.Tensor]],
                                                                                           scheme.group)
         base[name] = st["scales"].float().reshape(rows, cols // scheme.group, 1)
         logs[name] = torch.zeros_like(base[name], requires_grad=True)
+    with torch.no_grad():
+        for name, p in params.items():  # every other matrix as the file will store it
+            if p.ndim >= 2 and name not in codes:
+                scheme, m = parse_scheme(schemes.get(name, default)), p.reshape(p.shape[0], -1)
+                st = stored.get(name) or quantize_matrix(m, scheme, (importance or {}).get(name),
+                                                         search=bool(importance))
+                p.copy_(dequantize_matrix(st, scheme, *m.shape).reshape(p.shape))
     norms = {n: p for n, p in params.items() if p.ndim == 1}
     for p in student.parameters():
         p.requires_grad_(False)
@@ -64,7 +74,8 @@ def distill_scales(model: nn.Module, stored: dict[str, dict[str, torch.Tensor]],
         i = step % len(batches)
         weights = {n: (codes[n] * base[n] * logs[n].exp()).reshape(params[n].shape) for n in codes}
         logits = functional_call(student, {**weights, **norms}, args=(), kwargs={"input_ids": batches[i]}).logits
-        loss = F.kl_div(F.log_softmax(logits.float(), -1), teacher[i], log_target=True, reduction="sum") / batches[i].numel()
+        loss = F.kl_div(F.log_softmax(logits.float(), -1), teacher[i], log_target=True,
+                        reduction="sum") / batches[i].numel()  # mean KL per token
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -82,7 +82,8 @@ def greedy_decode(model: torch.nn.Module | LeanDecoder, input_ids: torch.Tensor,
         cache = DynamicCache(config=model.config)
 
         def first(ids: torch.Tensor) -> torch.Tensor:
-            return model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            return out.logits[:, -1:].argmax(-1)
 
         def step(tok: torch.Tensor) -> torch.Tensor:
             return model(input_ids=tok, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)

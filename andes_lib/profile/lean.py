@@ -81,7 +81,8 @@ class LeanDecoder:
             a, m = layer.self_attn, layer.mlp
             biases = [getattr(a, p).bias for p in ("q_proj", "k_proj", "v_proj")]
             qn, kn = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
-            ln1, ln2 = (n.weight.detach().float() * root for n in (layer.input_layernorm, layer.post_attention_layernorm))
+            ln1, ln2 = (n.weight.detach().float() * root
+                        for n in (layer.input_layernorm, layer.post_attention_layernorm))
             if getattr(a.o_proj, "bias", None) is not None or any(
                     getattr(getattr(m, p), "bias", None) is not None for p in ("gate_proj", "up_proj", "down_proj")):
                 raise ValueError("LeanDecoder supports biases on q/k/v only")
