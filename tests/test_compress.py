@@ -11,9 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from andes_lib.compress import (activation_importance, allocate, dequantize_matrix, file_bpw, load_packed,
-                                pack_codes, pack_trits, parse_scheme, quantize_matrix, read_metadata,
-                                save_packed, sensitivity_table, unpack_codes, unpack_trits)
+from andes_lib.compress import (activation_importance, allocate, dequantize_matrix, distill_scales, file_bpw,
+                                gptq_batch, gptq_model, gptq_quantize, input_hessians, load_packed, pack_codes,
+                                pack_trits, parse_scheme, quantize_matrix, read_metadata, save_packed,
+                                sensitivity_table, unpack_codes, unpack_trits)
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 7, 8, 9, 12])
@@ -166,3 +167,67 @@ def test_nano_vlm_packs_loads_and_generates(tmp_path) -> None:
         ref, got = model(**batch).logits, loaded(**batch).logits
     assert got.shape == ref.shape and torch.isfinite(got).all()
     assert loaded.generate(**batch, max_new_tokens=3, do_sample=False).shape[1] == batch["input_ids"].shape[1] + 3
+
+
+def _correlated_inputs(cols: int, n: int = 512) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    mix = torch.randn(cols, cols, generator=g) / cols**0.5 + torch.eye(cols)
+    return (torch.randn(n, cols, generator=g) * torch.linspace(0.2, 3.0, cols)) @ mix
+
+
+@pytest.mark.parametrize("name", ["int3-g32", "int2-g32", "ternary-g64"])
+def test_gptq_lowers_the_output_error_and_stores_ordinary_codes(name: str) -> None:
+    torch.manual_seed(4)
+    w, x = torch.randn(48, 128), _correlated_inputs(128)
+    h = x.T @ x / x.shape[0]
+    scheme = parse_scheme(name)
+    stored = gptq_quantize(w, h, scheme)
+    assert {k: (tuple(t.shape), t.element_size()) for k, t in stored.items()} == scheme.stored_shapes(48, 128)
+    out_err = {}
+    for label, st in [("gptq", stored), ("rtn", quantize_matrix(w, scheme, torch.diag(h), search=True))]:
+        deq = dequantize_matrix(st, scheme, 48, 128)
+        out_err[label] = float(((x @ (deq - w).T) ** 2).mean())
+    assert out_err["gptq"] < 0.8 * out_err["rtn"]
+    # the batched path gives the same codes as one matrix at a time
+    codes, scales = gptq_batch(torch.stack([w, w]), [h, h], scheme)
+    assert torch.equal(codes[0], codes[1])
+    with pytest.raises(ValueError, match="must divide"):
+        gptq_quantize(torch.randn(4, 100), torch.eye(100), scheme)
+    with pytest.raises(ValueError, match="int and ternary"):
+        gptq_quantize(w, h, "vq4-k16")
+
+
+def test_gptq_and_distilled_files_keep_their_bpw_load_and_generate(tmp_path) -> None:
+    model = tiny_llama()
+    calib = [torch.randint(0, 128, (1, 24), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    hess = input_hessians(model, calib)
+    # q/k/v (and gate/up) read the same input: one shared Hessian object
+    assert hess["model.layers.0.self_attn.q_proj.weight"] is hess["model.layers.0.self_attn.v_proj.weight"]
+    schemes = {"model.embed_tokens.weight": "int4-g64"}
+    q = gptq_model(model, schemes, hess, "int2-g64")
+    assert set(q) == {n for n, p in model.named_parameters() if p.ndim == 2}
+    plain = save_packed(model, tmp_path / "plain.safetensors", schemes, default="int2-g64")
+    gptq = save_packed(model, tmp_path / "gptq.safetensors", schemes, default="int2-g64", quantized=q)
+    assert gptq.bpw == pytest.approx(file_bpw(gptq.path)) == pytest.approx(plain.bpw, rel=1e-3)
+    tuned, student, cost = distill_scales(model, q, schemes, "int2-g64", calib, steps=6, lr=0.05)
+    assert cost["last_kl"] < cost["first_kl"] and cost["seconds"] > 0
+    assert all(torch.equal(tuned[n]["codes"], q[n]["codes"]) for n in q)  # only scales (and norms) train
+    dist = save_packed(student, tmp_path / "dist.safetensors", schemes, default="int2-g64", quantized=tuned)
+    assert dist.bpw == pytest.approx(gptq.bpw, rel=1e-3)
+    assert load_packed(dist.path).generate(calib[0], max_new_tokens=3, do_sample=False).shape == (1, 27)
+    bad = {**q, "model.layers.0.mlp.up_proj.weight": {"codes": q["model.layers.0.mlp.up_proj.weight"]["codes"][:-1],
+                                                        "scales": q["model.layers.0.mlp.up_proj.weight"]["scales"]}}
+    with pytest.raises(ValueError, match="do not fit"):
+        save_packed(model, tmp_path / "bad.safetensors", schemes, default="int2-g64", quantized=bad)
+
+
+def test_distillation_student_holds_the_stored_weights_of_matrices_it_does_not_tune() -> None:
+    model = tiny_llama()
+    calib = [torch.randint(0, 128, (1, 16), generator=torch.Generator().manual_seed(5))]
+    q = gptq_model(model, {}, input_hessians(model, calib), "int4-g64")
+    name = "model.layers.1.mlp.down_proj.weight"
+    q.pop(name)  # left to the file's own fit: the student must see that fit, not the fp32 weight
+    _, student, _ = distill_scales(model, q, {}, "int4-g64", calib, steps=1)
+    w = dict(model.named_parameters())[name]
+    expected = dequantize_matrix(quantize_matrix(w, parse_scheme("int4-g64")), parse_scheme("int4-g64"), *w.shape)
+    assert torch.equal(dict(student.named_parameters())[name], expected)

@@ -27,8 +27,9 @@ class Allocation:
 
 
 def sensitivity_table(weights: dict[str, torch.Tensor], menu: list[str], importance: dict[str, torch.Tensor],
-                      progress: bool = False) -> dict[str, dict[str, float]]:
-    """Weighted quantisation error of every matrix under every scheme of the menu (calibrated fits)."""
+                      progress: bool = False, search: bool = True) -> dict[str, dict[str, float]]:
+    """Weighted quantisation error of every matrix under every scheme of the menu (calibrated fits; `search=False`
+    skips the clipping search: about ten times faster, a rougher ranking)."""
     table: dict[str, dict[str, float]] = {}
     for name, w in tqdm(weights.items(), desc="sensitivity", disable=not progress, leave=False):
         w = w.detach().float().reshape(w.shape[0], -1)
@@ -37,7 +38,7 @@ def sensitivity_table(weights: dict[str, torch.Tensor], menu: list[str], importa
         table[name] = {}
         for s in menu:
             scheme = parse_scheme(s)
-            deq = dequantize_matrix(quantize_matrix(w, scheme, h, search=True), scheme, *w.shape)
+            deq = dequantize_matrix(quantize_matrix(w, scheme, h, search=search), scheme, *w.shape)
             table[name][s] = float(((deq - w) ** 2 * h).sum())
     return table
 

@@ -7,34 +7,21 @@ that GPTQ/AWQ-style methods use. The paper does not publish its compression reci
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 
 @torch.no_grad()
-def activation_importance(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Parameter name -> mean squared input per column, for every `nn.Linear`/`nn.Embedding`-tied weight.
-
-    A weight shared by several modules (tied embedding and LM head) gets the statistics of the Linear that
-    multiplies it (the LM head); embedding lookups have no input columns to weigh.
-    """
+def run_with_linear_hooks(model: nn.Module, batches: list[torch.Tensor],
+                          make_hook: Callable[[str], Callable[[nn.Module, tuple, torch.Tensor], None]]) -> None:
+    """Run `batches` through `model` (eval mode) with `make_hook(weight name)` hooked on every `nn.Linear`."""
     if not batches:
-        raise ValueError("activation_importance needs at least one calibration batch")
+        raise ValueError("calibration needs at least one batch")
     by_param: dict[int, str] = {id(p): n for n, p in model.named_parameters()}
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    hooks = []
-
-    def make_hook(name: str):
-        def hook(_module: nn.Module, args: tuple, _out: torch.Tensor) -> None:
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-            sums[name] = sums.get(name, 0) + x.pow(2).sum(0)
-            counts[name] = counts.get(name, 0) + x.shape[0]
-        return hook
-
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and id(module.weight) in by_param:
-            hooks.append(module.register_forward_hook(make_hook(by_param[id(module.weight)])))
+    hooks = [m.register_forward_hook(make_hook(by_param[id(m.weight)])) for m in model.modules()
+             if isinstance(m, nn.Linear) and id(m.weight) in by_param]
     was_training = model.training
     model.eval()
     try:
@@ -44,4 +31,23 @@ def activation_importance(model: nn.Module, batches: list[torch.Tensor]) -> dict
         for h in hooks:
             h.remove()
         model.train(was_training)
+
+
+def activation_importance(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameter name -> mean squared input per column, for every `nn.Linear`/`nn.Embedding`-tied weight.
+
+    A weight shared by several modules (tied embedding and LM head) gets the statistics of the Linear that
+    multiplies it (the LM head); embedding lookups have no input columns to weigh.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def make_hook(name: str):
+        def hook(_module: nn.Module, args: tuple, _out: torch.Tensor) -> None:
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            sums[name] = sums.get(name, 0) + x.pow(2).sum(0)
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return hook
+
+    run_with_linear_hooks(model, batches, make_hook)
     return {name: s / counts[name] for name, s in sums.items()}

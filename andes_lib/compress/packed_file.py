@@ -63,11 +63,13 @@ def _as_matrix(p: torch.Tensor) -> torch.Tensor:
 
 def save_packed(model: PreTrainedModel, path: str | os.PathLike[str], schemes: dict[str, str],
                 importance: dict[str, torch.Tensor] | None = None, default: str = "fp16",
-                search: bool | None = None, progress: bool = False) -> PackedFile:
+                search: bool | None = None, progress: bool = False,
+                quantized: dict[str, dict[str, torch.Tensor]] | None = None) -> PackedFile:
     """Quantise every parameter of `model` with `schemes[name]` (else `default`; 1-D tensors stay fp16) and write.
 
     `importance` (name -> per-column weights, from `calibrate.activation_importance`) selects the calibrated fit;
-    `search` defaults to True exactly when importance is given.
+    `search` defaults to True exactly when importance is given. `quantized` (name -> stored tensors, e.g. from
+    `gptq.gptq_model`) supplies codes and scales chosen elsewhere for those names; they must fit their scheme.
     """
     from tqdm.auto import tqdm
 
@@ -82,7 +84,11 @@ def save_packed(model: PreTrainedModel, path: str | os.PathLike[str], schemes: d
     for name, p in tqdm(params.items(), desc="packing", disable=not progress, leave=False):
         scheme = parse_scheme(schemes.get(name, default) if p.ndim >= 2 else "fp16")
         m = _as_matrix(p)
-        stored = quantize_matrix(m, scheme, (importance or {}).get(name), search=search)
+        stored = (quantized or {}).get(name)
+        if stored is None:
+            stored = quantize_matrix(m, scheme, (importance or {}).get(name), search=search)
+        elif {k: (tuple(t.shape), t.element_size()) for k, t in stored.items()} != scheme.stored_shapes(*m.shape):
+            raise ValueError(f"{name}: the supplied tensors do not fit {scheme.name} for a {tuple(m.shape)} matrix")
         for key, t in stored.items():
             tensors[f"{name}{SEP}{key}"] = t.contiguous()
         entries[name] = {"scheme": scheme.name, "shape": list(p.shape), "rows": m.shape[0], "cols": m.shape[1]}

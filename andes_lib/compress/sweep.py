@@ -22,19 +22,25 @@ PAPER_BPW = 1.8  # AndesVL-4B (ANDESVL.md §4)
 
 def sweep_point(model: nn.Module, label: str, method: str, out_dir: str | Path, chunks: list[torch.Tensor],
                 reference_top1: list[torch.Tensor], default: str, schemes: dict[str, str] | None = None,
-                importance: dict[str, torch.Tensor] | None = None,
-                keep_model: bool = False) -> tuple[dict, nn.Module | None]:
-    """Pack `model` to `out_dir/<label>.safetensors`, reload it, and return its row (and the model if asked)."""
+                importance: dict[str, torch.Tensor] | None = None, keep_model: bool = False,
+                quantized: dict[str, dict[str, torch.Tensor]] | None = None,
+                recovery_s: float = 0.0) -> tuple[dict, nn.Module | None]:
+    """Pack `model` to `out_dir/<label>.safetensors`, reload it, and return its row (and the model if asked).
+
+    `quantized` passes codes and scales chosen by a recovery method (GPTQ, distillation) to `save_packed`;
+    `recovery_s` (what that method cost, in seconds) is carried into the row.
+    """
     t = time.perf_counter()
     pf = save_packed(model, Path(out_dir) / f"{label}.safetensors", schemes or {}, importance=importance,
-                     default=default)
+                     default=default, quantized=quantized)
     pack_s = time.perf_counter() - t
     t = time.perf_counter()
     q = load_packed(pf.path)
     load_s = time.perf_counter() - t
     scores = evaluate_lm(q, chunks, reference_top1)
     row = {"label": label, "method": method, "bpw": file_bpw(pf.path), "file_mib": pf.file_bytes / 2**20,
-           "perplexity": scores["perplexity"], "agreement": scores["agreement"], "pack_s": pack_s, "load_s": load_s}
+           "perplexity": scores["perplexity"], "agreement": scores["agreement"], "recovery_s": recovery_s,
+           "pack_s": pack_s, "load_s": load_s}
     return row, (q if keep_model else None)
 
 

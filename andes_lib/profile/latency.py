@@ -1,7 +1,8 @@
 """Prefill and decode latency, tokens/s and peak memory of one model setting (ANDESVL.md §4, on-device speed).
 
 `measure_decode` runs a plain greedy loop on the transformers KV cache (the same math as `generate`, without its
-per-step bookkeeping), times the prefill and each decode step separately, and samples the process's resident
+per-step bookkeeping) or on a `LeanDecoder` (transposed fused weights, static cache), times the prefill and each
+decode step separately, and samples the process's resident
 memory in a background thread to report its peak. Figures are medians: other processes share the machine, so
 compare settings measured side by side in one run, as ratios.
 """
@@ -17,6 +18,8 @@ from dataclasses import asdict, dataclass
 import psutil
 import torch
 from transformers import DynamicCache
+
+from .lean import LeanDecoder
 
 
 @dataclass
@@ -66,23 +69,31 @@ class PeakMemory:
 
 
 @torch.inference_mode()
-def greedy_decode(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int,
+def greedy_decode(model: torch.nn.Module | LeanDecoder, input_ids: torch.Tensor, new_tokens: int,
                   step_hook: Callable[[int, float], None] | None = None) -> tuple[list[int], float, list[float]]:
-    """Greedy decoding on a `DynamicCache`: (generated ids, prefill seconds, per-step seconds)."""
+    """Greedy decoding on a `DynamicCache` (or a `LeanDecoder`): (generated ids, prefill seconds, step seconds)."""
     if input_ids.ndim != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"greedy_decode profiles batch 1: input_ids must be (1, T), got {tuple(input_ids.shape)}")
     if new_tokens < 1:
         raise ValueError(f"new_tokens must be at least 1, got {new_tokens}")
-    cache = DynamicCache(config=model.config)
+    if isinstance(model, LeanDecoder):
+        first, step = model.prefill, model.step
+    else:
+        cache = DynamicCache(config=model.config)
+
+        def first(ids: torch.Tensor) -> torch.Tensor:
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            return out.logits[:, -1:].argmax(-1)
+
+        def step(tok: torch.Tensor) -> torch.Tensor:
+            return model(input_ids=tok, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
     t = time.perf_counter()
-    out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    token = out.logits[:, -1:].argmax(-1)
+    token = first(input_ids)
     prefill = time.perf_counter() - t
     ids, steps = [int(token)], []
     for i in range(new_tokens - 1):
         t = time.perf_counter()
-        out = model(input_ids=token, past_key_values=cache, use_cache=True)
-        token = out.logits[:, -1:].argmax(-1)
+        token = step(token)
         steps.append(time.perf_counter() - t)
         ids.append(int(token))
         if step_hook is not None:
@@ -90,7 +101,7 @@ def greedy_decode(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: i
     return ids, prefill, steps
 
 
-def measure_decode(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int = 32,
+def measure_decode(model: torch.nn.Module | LeanDecoder, input_ids: torch.Tensor, new_tokens: int = 32,
                    warmup: int = 4) -> DecodeProfile:
     """Prefill + `new_tokens` greedy steps after a short warm-up; median per-step time and peak RSS."""
     if new_tokens < 2:
