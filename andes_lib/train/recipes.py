@@ -233,20 +233,20 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
     ),
     StageRecipe(
         name="pt2", parent="pt1", lr={"projector": 1e-4, "language_model": 1e-3},
-        data=BINDING_MIX, text_only=0.05, n_per_domain=2000, max_seq_len=128, steps=250, batch_size=64,
+        data=BINDING_MIX, text_only=0.05, n_per_domain=2000, max_seq_len=128, steps=450, batch_size=64,
         warmup_steps=20, loss_weighting="sample",
         description="Joint pre-training: everything trains, on a mix led by look-up questions (colour of a named "
                     "shape, presence) that teach the LLM to bind a word to visual tokens, plus 5% text-only.",
     ),
     StageRecipe(
         name="pt3", parent="pt2", lr={"vision_tower": 1e-4, "projector": 3e-4, "language_model": 5e-4},
-        data={**ALL_DOMAINS, "general_vqa": 2.0, "hallucination": 2.0}, text_only=0.05, max_seq_len=192,
+        data={**ALL_DOMAINS, "general_vqa": 2.0, "hallucination": 4.0}, text_only=0.05, max_seq_len=192,
         steps=100, batch_size=32, warmup_steps=10, loss_weighting="sample",
         description="Multi-task pre-training: all domains, longer sequences (GUI screens, several images).",
     ),
     StageRecipe(
         name="sft", parent="pt3", lr={"vision_tower": 5e-5, "projector": 2e-4, "language_model": 3e-4},
-        data={**ALL_DOMAINS, "general_vqa": 1.5, "hallucination": 1.5}, text_only=0.05, loss_on="assistant",
+        data={**ALL_DOMAINS, "general_vqa": 1.5, "hallucination": 3.0}, text_only=0.05, loss_on="assistant",
         max_seq_len=192, steps=200, batch_size=32, warmup_steps=15, data_seed=1, loss_weighting="sample",
         description="Supervised fine-tuning on instruction conversations; loss on assistant tokens only.",
     ),
