@@ -11,6 +11,10 @@ features learn them. A step costs the vision tower only (no LLM), and every patc
 The labels come from the scene description itself: each object is drawn again into a mask with the generators'
 own `draw_shape`, so labels and pixels agree by construction. The heads are not part of the final model: they
 are saved beside it (`HEAD_FILE`) for held-out checks and figures (`load_labeler`).
+
+When the stage also trains the projector (`code_weight` > 0), the projector learns, on detached tower features, to
+send each 2x2 token as a fixed code of the object under it (`patch_label_loss`): the object then dominates the rows
+the LLM receives, as a semantic encoder's features would (`03` sections 7-8).
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ SHAPE_CLASSES: tuple[str, ...] = ("background", *SHAPES)
 COLOUR_CLASSES: tuple[str, ...] = ("background", *sorted(COLOURS))
 MIN_COVER = 0.25  # share of a patch's pixels an object must cover to give the patch its label
 HEAD_PREFIX = "patch_label_head."  # where the head sits on the model during the stage (checkpoints include it)
-HEAD_FILE = "patch_label_head.safetensors"
-CODE_SEED = 0  # seed of the fixed per-class codes (`PatchLabelHead`)  # the head beside the final artifact, for inspection
+HEAD_FILE = "patch_label_head.safetensors"  # the head beside the final artifact, for inspection
+CODE_SEED = 0  # seed of the fixed per-class codes (`PatchLabelHead`)
 
 
 def scene_panels(scene: dict[str, Any] | str) -> list[dict[str, Any]]:
