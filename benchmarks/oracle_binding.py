@@ -23,12 +23,13 @@ import torch
 
 import andes_lib
 from andes_lib.data import build_dataset
+from andes_lib.data.render import COLOURS, SHAPES
 from andes_lib.train.collate import IGNORE_INDEX, collate
 from andes_lib.train.loss import token_weights
 from andes_lib.train.patch_labels import collate_patch_labels, load_labeler
 from andes_lib.train.probe import token_labels
 
-PROBE_TASKS = ("hallucination/object", "hallucination/attribute", "general_vqa/color", "general_vqa/shape")
+PROBE_TASKS = ("hallucination/object", "hallucination/attribute", "general_vqa/color", "general_vqa/shape", "absent")
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -40,9 +41,55 @@ def parse_mix(text: str) -> dict[str, float]:
     return out
 
 
+def absent_lookup(row: dict) -> dict | None:
+    """A POPE object scene asked as a look-up: "What colour is the star?" -> its colour, or "There is no star."."""
+    scene = json.loads(row["scene"])
+    shape = scene["query"]["shape"]
+    colours = {o["colour"] for o in scene["objects"] if o["shape"] == shape}
+    if len(colours) > 1:
+        return None
+    question = f"What colour is the {shape}?"
+    answer = colours.pop() if colours else f"There is no {shape}."
+    user = {"role": "user", "content": [row["messages"][0]["content"][0], {"type": "text", "text": question}]}
+    messages = [user, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+    return {**row, "task": "absent", "question": question, "answer": answer, "messages": messages}
+
+
+def dense_turns(row: dict, rng: random.Random, turns: int = 6) -> dict:
+    """A POPE scene as one conversation of several questions: presence of shapes (present and absent), colour
+    look-ups (or "There is no X.") and one shape-and-colour presence question, shuffled."""
+    scene = json.loads(row["scene"])
+    objects = scene["objects"]
+    present = sorted({o["shape"] for o in objects})
+    absent = rng.sample([sh for sh in SHAPES if sh not in present], len(present))  # presence questions: balanced
+    qa = [(f"Is there a {sh} in the image?", "yes" if sh in present else "no") for sh in present + absent]
+    for sh in (rng.choice(present), rng.choice(absent)):
+        colours = {o["colour"] for o in objects if o["shape"] == sh}
+        if len(colours) <= 1:
+            qa.append((f"What colour is the {sh}?", colours.pop() if colours else f"There is no {sh}."))
+    o = rng.choice(objects)
+    colour = o["colour"] if rng.random() < 0.5 else rng.choice(sorted(COLOURS))
+    hit = any(x["shape"] == o["shape"] and x["colour"] == colour for x in objects)
+    qa.append((f"Is there a {colour} {o['shape']} in the image?", "yes" if hit else "no"))
+    rng.shuffle(qa)
+    messages = []
+    for k, (q, ans) in enumerate(qa[:turns]):
+        content = ([row["messages"][0]["content"][0]] if k == 0 else []) + [{"type": "text", "text": q}]
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "text", "text": ans}]}]
+    return {**row, "task": "dense", "messages": messages}
+
+
 def pools(mix: dict[str, float], split: str, n: int) -> dict[str, list[dict]]:
     out = {}
     for key in mix:
+        if key == "absent":  # not a generator: POPE object scenes asked as colour look-ups
+            ds = build_dataset(split, ["hallucination"], n, progress=False)
+            out[key] = [r for r in (absent_lookup(ds[i]) for i in range(len(ds)) if ds[i]["task"] == "object") if r]
+            continue
+        if key == "dense":  # not a generator: POPE scenes as six-question conversations
+            ds, rng = build_dataset(split, ["hallucination"], n, progress=False), random.Random(split)
+            out[key] = [dense_turns(ds[i], rng) for i in range(len(ds))]
+            continue
         domain, _, task = key.partition("/")
         ds = build_dataset(split, [domain], n, progress=False)
         out[key] = [ds[i] for i in range(len(ds)) if not task or ds[i]["task"] == task]
@@ -143,7 +190,10 @@ def main() -> None:
     p.add_argument("--init", default="fresh", help="'fresh' or a checkpoint folder (e.g. a nano-llm artifact)")
     p.add_argument("--real", action="store_true", help="the real (frozen) vision tower + trainable projector")
     p.add_argument("--labeler", default="", help="oracle rows indexed by this vision artifact's predicted labels")
-    p.add_argument("--mix", default="hallucination:1,general_vqa:1", help="source:weight,... (domain or domain/task)")
+    p.add_argument("--mix", default="hallucination:1,general_vqa:1",
+                   help="source:weight,... (domain, domain/task; 'absent': POPE object scenes asked as colour "
+                        "look-ups that answer 'There is no <shape>.' when it is absent; 'dense': POPE scenes as "
+                        "six-question conversations)")
     p.add_argument("--n-train", type=int, default=1000, help="training items per domain")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=64)

@@ -1,8 +1,9 @@
 """General VQA: shapes, colours, sizes, positions and relations (ANDESVL.md §3, the MME/MMBench group).
 
-Scenes are 96x96 px with 1-3 large shapes in a 3x3 grid. Tasks: `color` (colour of a named shape),
-`shape` (shape of a named colour), `relation` (left/right/above/below), `size` (which is bigger) and `caption`
-(a short description, scored with Rouge-1).
+Scenes are 96x96 px with 1-3 large shapes in a 3x3 grid. Tasks: `color` (colour of a named shape; a quarter ask
+about a shape that is not there and answer "There is no star.", a look-up that also teaches absence, the circuit
+POPE needs), `shape` (shape of a named colour), `relation` (left/right/above/below), `size` (which is bigger) and
+`caption` (a short description, scored with Rouge-1).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ TASKS: tuple[str, ...] = ("color", "shape", "relation", "size", "caption")
 SIZE = (96, 96)
 GRID = (3, 3)
 RELATIONS: tuple[str, ...] = ("left", "right", "above", "below")
+ABSENT_SHARE = 0.25  # colour questions about a shape that is not there
+
+
+def absent(shape: str) -> str:
+    """The answer to a colour question about a missing shape."""
+    return f"There is no {shape}."
 
 
 def plan(rng: random.Random) -> Sample:
@@ -27,13 +34,16 @@ def plan(rng: random.Random) -> Sample:
     task = rng.choice(TASKS)
     background = list(rng.choice(BACKGROUNDS))
     colours = rng.sample(sorted(COLOURS), 3)
-    shapes = rng.sample(BASIC_SHAPES, 3)
+    shapes = rng.sample(BASIC_SHAPES, 4)  # shapes[3] is never drawn: the absent one
     if task in ("color", "shape"):
         n = rng.randint(2, 3)
         objects = make_objects(shapes[:n], colours[:n], grid_boxes(rng, n, SIZE, GRID, 20, 30))
         if task == "color":
-            query = {"task": task, "shape": shapes[0]}
-            question, answer, options = f"What colour is the {shapes[0]}?", colours[0], sorted(COLOURS)
+            asked = shapes[3] if rng.random() < ABSENT_SHARE else shapes[0]
+            query = {"task": task, "shape": asked}
+            question = f"What colour is the {asked}?"
+            answer = colours[0] if asked == shapes[0] else absent(asked)
+            options = sorted(COLOURS) + [absent(asked)]
         else:
             query = {"task": task, "colour": colours[0]}
             question, answer, options = f"What shape is the {colours[0]} object?", shapes[0], list(BASIC_SHAPES)
@@ -103,7 +113,7 @@ def solve(scene: dict[str, Any]) -> str:
     query, objects = scene["query"], scene["objects"]
     by_shape = {o["shape"]: o for o in objects}
     if query["task"] == "color":
-        return by_shape[query["shape"]]["colour"]
+        return by_shape[query["shape"]]["colour"] if query["shape"] in by_shape else absent(query["shape"])
     if query["task"] == "shape":
         return next(o["shape"] for o in objects if o["colour"] == query["colour"])
     if query["task"] == "relation":
