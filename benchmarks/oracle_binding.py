@@ -23,6 +23,8 @@ import torch
 
 import andes_lib
 from andes_lib.data import build_dataset
+from andes_lib.data.base import assistant_message, user_message
+from andes_lib.data.general_vqa import absent
 from andes_lib.data.render import COLOURS, SHAPES
 from andes_lib.train.collate import IGNORE_INDEX, collate
 from andes_lib.train.loss import token_weights
@@ -49,9 +51,8 @@ def absent_lookup(row: dict) -> dict | None:
     if len(colours) > 1:
         return None
     question = f"What colour is the {shape}?"
-    answer = colours.pop() if colours else f"There is no {shape}."
-    user = {"role": "user", "content": [row["messages"][0]["content"][0], {"type": "text", "text": question}]}
-    messages = [user, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+    answer = colours.pop() if colours else absent(shape)
+    messages = [user_message(question, 1), assistant_message(answer)]
     return {**row, "task": "absent", "question": question, "answer": answer, "messages": messages}
 
 
@@ -61,12 +62,12 @@ def dense_turns(row: dict, rng: random.Random, turns: int = 6) -> dict:
     scene = json.loads(row["scene"])
     objects = scene["objects"]
     present = sorted({o["shape"] for o in objects})
-    absent = rng.sample([sh for sh in SHAPES if sh not in present], len(present))  # presence questions: balanced
-    qa = [(f"Is there a {sh} in the image?", "yes" if sh in present else "no") for sh in present + absent]
-    for sh in (rng.choice(present), rng.choice(absent)):
+    missing = rng.sample([sh for sh in SHAPES if sh not in present], len(present))  # presence questions: balanced
+    qa = [(f"Is there a {sh} in the image?", "yes" if sh in present else "no") for sh in present + missing]
+    for sh in (rng.choice(present), rng.choice(missing)):
         colours = {o["colour"] for o in objects if o["shape"] == sh}
         if len(colours) <= 1:
-            qa.append((f"What colour is the {sh}?", colours.pop() if colours else f"There is no {sh}."))
+            qa.append((f"What colour is the {sh}?", colours.pop() if colours else absent(sh)))
     o = rng.choice(objects)
     colour = o["colour"] if rng.random() < 0.5 else rng.choice(sorted(COLOURS))
     hit = any(x["shape"] == o["shape"] and x["colour"] == colour for x in objects)
@@ -74,8 +75,7 @@ def dense_turns(row: dict, rng: random.Random, turns: int = 6) -> dict:
     rng.shuffle(qa)
     messages = []
     for k, (q, ans) in enumerate(qa[:turns]):
-        content = ([row["messages"][0]["content"][0]] if k == 0 else []) + [{"type": "text", "text": q}]
-        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "text", "text": ans}]}]
+        messages += [user_message(q, 1 if k == 0 else 0), assistant_message(ans)]
     return {**row, "task": "dense", "messages": messages}
 
 

@@ -237,3 +237,16 @@ def test_gallery_and_browser_show_the_sample():
     assert list(pick.options) == ["multilingual", "gui"] and ds[0]["answer"] in view.value
     pick.value, index.value = "gui", 1
     assert html.escape(ds[3]["question"]) in view.value
+
+
+def test_colour_questions_about_absent_shapes():
+    """About a quarter of general-VQA colour questions name a shape the scene lacks, and answer so."""
+    from andes_lib.data import general_vqa
+
+    rng = random.Random(0)
+    plans = [general_vqa.plan(rng) for _ in range(2000)]
+    colour = [p for p in plans if p.task == "color"]
+    missing = [p for p in colour if all(o["shape"] != p.scene["query"]["shape"] for o in p.scene["objects"])]
+    assert 0.18 < len(missing) / len(colour) < 0.32
+    assert all(p.answer == f"There is no {p.scene['query']['shape']}." and p.answer in p.options for p in missing)
+    assert all(p.answer in general_vqa.COLOURS for p in colour if p not in missing)
