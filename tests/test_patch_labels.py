@@ -145,3 +145,25 @@ def test_vision_stage_warms_the_projector_onto_the_codes(tmp_path, proc):
     assert not all(torch.equal(before[k], after[k]) for k in before)
     losses = [h["loss"] for h in result.history]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+
+
+def test_label_reader_reads_pope_from_token_labels(proc):
+    """True labels answer every POPE question; a labeler that sees nothing answers only the "no"s."""
+    from andes_lib.data import build_dataset
+    from andes_lib.train.probe import label_reader
+
+    rows = list(build_dataset("validation", ["hallucination"], 12, progress=False)
+                .select_columns(["images", "scene", "answer"]))
+    confusion, reader = label_reader(None, proc, rows)
+    assert reader and all(acc == 1.0 for acc in reader.values())
+    assert torch.allclose(confusion.diagonal()[confusion.sum(1) > 0], torch.ones(1))
+
+    def blind(pixel_values, grid):  # every token read as background
+        n = int(grid.prod(-1).sum())
+        return torch.eye(len(SHAPE_CLASSES))[[0] * n], torch.eye(len(COLOUR_CLASSES))[[0] * n], None
+
+    confusion, reader = label_reader(blind, proc, rows)
+    tasks = {json.loads(r["scene"])["query"]["task"] for r in rows}
+    share_no = {t: np.mean([r["answer"] == "no" for r in rows if json.loads(r["scene"])["query"]["task"] == t])
+                for t in tasks}
+    assert reader == pytest.approx(share_no) and confusion[1:, 0][confusion.sum(1)[1:] > 0].eq(1).all()

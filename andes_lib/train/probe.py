@@ -9,6 +9,7 @@ side is what does not bind (`benchmarks/oracle_binding.py`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,3 +76,31 @@ def probe_visual_tokens(model: Any, processor: Any, train_rows: Sequence[dict[st
             "object_share": object_share(x_te, s_te, c_te),
             "visual_rms": float(x_te.pow(2).mean(-1).sqrt().mean()), "text_rms": float(text_rms),
             "object_tokens": int((s_te > 0).sum())}
+
+
+@torch.no_grad()
+def label_reader(labeler: Any | None, processor: Any, rows: Sequence[dict[str, Any]], batch_size: int = 25
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """What a presence question can rest on: the token-level shape confusion of the `vision` stage's labels (true x
+    predicted, rows sum to 1, background first) and POPE answered straight from them ("is any token labelled a red
+    star?") per hallucination task. `labeler=None` reads the true labels (the reader's ceiling: 1.0)."""
+    confusion = torch.zeros(len(SHAPE_CLASSES), len(SHAPE_CLASSES))
+    hits: dict[str, list[int]] = {}
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        labels = collate_patch_labels(processor, chunk)
+        true_s, _ = token_labels(labels)
+        if labeler is not None:
+            s_logits, c_logits, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
+            labels = {"shape_labels": s_logits.argmax(-1), "colour_labels": c_logits.argmax(-1)}
+        shapes, colours = token_labels(labels)
+        confusion.index_put_((true_s, shapes), torch.ones(len(shapes)), accumulate=True)
+        per_image = len(shapes) // len(chunk)
+        for k, row in enumerate(chunk):
+            seen = set(zip(shapes[k * per_image:(k + 1) * per_image].tolist(),
+                           colours[k * per_image:(k + 1) * per_image].tolist(), strict=True))
+            query = json.loads(row["scene"])["query"]
+            shape, colour = SHAPE_CLASSES.index(query["shape"]), query.get("colour")
+            hit = any(s == shape and (colour is None or c == COLOUR_CLASSES.index(colour)) for s, c in seen)
+            hits.setdefault(query["task"], []).append(int(("yes" if hit else "no") == row["answer"]))
+    return confusion / confusion.sum(1, keepdim=True).clamp(min=1), {t: sum(h) / len(h) for t, h in hits.items()}
