@@ -136,9 +136,9 @@ def run(a: argparse.Namespace) -> dict[str, float]:
             labels = collate_patch_labels(proc, rows)
             if labeler is not None:  # the vision stage's own predictions stand in for the ground truth
                 with torch.no_grad():
-                    s_logits, c_logits, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
+                    s_logits, c_logits, _, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
                 labels = {"shape_labels": s_logits.argmax(-1), "colour_labels": c_logits.argmax(-1)}
-            current["s"], current["c"] = token_labels(labels)
+            current["s"], current["c"], _ = token_labels(labels)
         return collate(proc, rows, "assistant")
 
     @torch.no_grad()

@@ -58,13 +58,14 @@ def test_logits_only_where_a_label_follows_give_the_full_loss():
 def test_token_labels_take_the_most_common_object_of_each_2x2_block():
     shapes = torch.tensor([0, 2, 2, 3, 0, 0, 0, 0])
     colours = torch.tensor([0, 1, 1, 4, 0, 0, 0, 0])
-    s, c = token_labels({"shape_labels": shapes, "colour_labels": colours})
+    s, c, g = token_labels({"shape_labels": shapes, "colour_labels": colours})
+    assert not g.any()  # no glyph labels: background
     assert s.tolist() == [2, 0] and c.tolist() == [1, 0]
 
 
 def test_probe_reports_accuracies_and_scales():
     model, proc = andes_lib.build_model("nano"), andes_lib.build_processor("nano")
-    rows = list(build_dataset("validation", ["hallucination"], 6, progress=False).select_columns(["images", "scene"]))
+    rows = list(build_dataset("validation", ["hallucination"], 6, progress=False).select_columns(["domain", "images", "scene"]))
     out = probe_visual_tokens(model, proc, rows[:4], rows[4:])
     assert 0 <= out["shape"] <= 1 and 0 <= out["colour"] <= 1 and out["object_tokens"] > 0
     assert out["visual_rms"] == pytest.approx(1.0, rel=0.05)  # nano's projector holds rows at RMS 1 at init

@@ -37,6 +37,22 @@ def test_same_seed_same_bytes_and_text(domain):
     assert [png(i) for i in GENERATORS[domain].render(a.scene)] == [png(i) for i in a.images]
 
 
+def test_recording_lists_what_each_image_shows_and_only_inside_the_block():
+    """`render.recording()` sees every shape and line of text, on the image it lands on (the vision stage's labels)."""
+    sample = generate("multi_image", 3)
+    with render_mod.recording() as calls:
+        images = GENERATORS["multi_image"].render(sample.scene)
+    for image, panel in zip(images, sample.scene["panels"], strict=True):
+        drawn = [(c["shape"], list(c["box"])) for c in calls if c["image"] is image]
+        assert drawn == [(o["shape"], list(o["box"])) for o in panel["objects"]]
+    sample = generate("text_rich", 5)
+    with render_mod.recording() as calls:
+        GENERATORS["text_rich"].render(sample.scene)
+    assert [c["text"] for c in calls if c["kind"] == "text"] == [line["text"] for line in sample.scene["lines"]]
+    GENERATORS["text_rich"].render(sample.scene)  # outside the block: nothing more is listed
+    assert len([c for c in calls if c["kind"] == "text"]) == len(sample.scene["lines"])
+
+
 @pytest.mark.parametrize("domain", list(GENERATORS))
 def test_answer_rederived_from_scene(domain):
     module, rng = GENERATORS[domain], random.Random(7)

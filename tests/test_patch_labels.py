@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 import andes_lib
-from andes_lib.data import general_vqa
+from andes_lib.data import general_vqa, render
 from andes_lib.data.render import COLOURS
 from andes_lib.train.loop import run_stage
-from andes_lib.train.patch_labels import (COLOUR_CLASSES, HEAD_FILE, SHAPE_CLASSES, PatchLabelHead,
+from andes_lib.train.patch_labels import (COLOUR_CLASSES, GLYPH_CLASSES, HEAD_FILE, SHAPE_CLASSES, PatchLabelHead,
                                           collate_patch_labels, load_labeler, patch_label_accuracy, patch_label_loss,
-                                          predict_shape_maps, scene_panels)
+                                          predict_label_maps, token_labels)
 from andes_lib.train.recipes import StageRecipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,7 +30,7 @@ def own_caches(monkeypatch, tmp_path_factory):
 def scene_row(seed: int, size: tuple[int, int] = (96, 96)) -> dict:
     """A general-VQA scene drawn at `size` (any size: the processor resizes and pads it)."""
     scene = general_vqa.plan(random.Random(seed)).scene | {"size": list(size)}
-    return {"images": general_vqa.render(scene), "scene": json.dumps(scene), "messages": []}
+    return {"domain": "general_vqa", "images": general_vqa.render(scene), "scene": json.dumps(scene), "messages": []}
 
 
 @pytest.mark.parametrize("size", [(96, 96), (120, 72)])
@@ -58,15 +58,60 @@ def test_multi_image_scenes_give_one_label_map_per_panel(proc):
     from andes_lib.data import multi_image
 
     sample = multi_image.plan(random.Random(0))
-    row = {"images": multi_image.render(sample.scene), "scene": json.dumps(sample.scene)}
+    row = {"domain": "multi_image", "images": multi_image.render(sample.scene), "scene": json.dumps(sample.scene)}
     batch = collate_patch_labels(proc, [row])
-    assert len(batch["image_grid_hw"]) == len(scene_panels(row["scene"])) > 1
+    assert len(batch["image_grid_hw"]) == len(sample.scene["panels"]) > 1
     assert batch["shape_labels"].shape[0] == batch["pixel_values"].shape[0]
 
 
-def test_scenes_without_shapes_are_refused_with_a_clear_error(proc):
-    with pytest.raises(ValueError, match="scenes of shapes"):
-        scene_panels({"size": [128, 64], "lines": [{"text": "$5"}]})
+@pytest.mark.parametrize("domain", ["text_rich", "multilingual", "reasoning", "chart"])
+def test_text_is_labelled_character_by_character_in_reading_order(proc, domain):
+    """Every character the generator writes labels some patch, no other character does, and no shape is labelled;
+    at token level (the majority of each 2x2 block) the text still reads left to right."""
+    from andes_lib.data import registry
+
+    checked = 0
+    for seed in range(12):
+        sample = registry.generate(domain, seed)
+        with render.recording() as calls:
+            registry.GENERATORS[domain].render(sample.scene)
+        lines = [c["text"].replace(" ", "") for c in calls if c["kind"] == "text"]
+        if not lines or sample.task in ("count", "compare"):
+            continue
+        row = {"domain": domain, "images": sample.images, "scene": json.dumps(sample.scene)}
+        batch = collate_patch_labels(proc, [row])
+        assert int(batch["shape_labels"].count_nonzero()) == 0
+        assert {GLYPH_CLASSES[g] for g in batch["glyph_labels"].tolist() if g} == set("".join(lines))
+        _, _, glyphs = token_labels(batch)
+        read = "".join(GLYPH_CLASSES[g] for g in glyphs.tolist() if g)
+        assert any(line[:2] in read for line in lines if len(line) > 2) or len(lines[0]) <= 2, (read, lines)
+        checked += 1
+    assert checked >= 3
+
+
+def test_the_glyph_term_trains_only_on_batches_with_text(proc):
+    from andes_lib.data import registry
+    from andes_lib.train.patch_labels import label_terms
+
+    shapes = collate_patch_labels(proc, [scene_row(0), scene_row(1)])
+    assert label_terms(shapes) == ("shape_labels", "colour_labels")
+    sign = registry.generate("text_rich", 0)
+    text = {"domain": "text_rich", "images": sign.images, "scene": json.dumps(sign.scene)}
+    assert label_terms(collate_patch_labels(proc, [scene_row(0), text])) == ("shape_labels", "colour_labels",
+                                                                              "glyph_labels")
+    head = PatchLabelHead(proc.image_processor.patch_size ** 2 * 3)
+    logits = head(torch.randn(len(shapes["shape_labels"]), proc.image_processor.patch_size ** 2 * 3))
+    bad_glyphs = (logits[0], logits[1], torch.full_like(logits[2], -50.0).index_fill_(1, torch.tensor([5]), 50.0), None)
+    assert torch.equal(patch_label_loss(bad_glyphs, shapes, head), patch_label_loss((*logits, None), shapes, head))
+
+
+def test_a_row_without_its_generator_is_refused_with_a_clear_error(proc):
+    row = scene_row(0) | {"domain": None}
+    with pytest.raises(ValueError, match="domain"):
+        collate_patch_labels(proc, [row])
+    row = scene_row(0) | {"domain": "text_rich"}
+    with pytest.raises((ValueError, KeyError)):
+        collate_patch_labels(proc, [row])
 
 
 def test_a_patch_label_recipe_trains_the_vision_tower_only():
@@ -100,8 +145,12 @@ def test_vision_stage_learns_changes_only_the_tower_and_keeps_the_head_beside(tm
     rows = [scene_row(10_000 + i) for i in range(8)]
     scores = patch_label_accuracy(labeler, processor, rows)
     assert scores["background"] > 0.9 and scores["object_patches"] > 0
-    maps = predict_shape_maps(labeler, processor, [rows[0]["images"][0], scene_row(1, (120, 72))["images"][0]])
+    maps = predict_label_maps(labeler, processor, [rows[0]["images"][0], scene_row(1, (120, 72))["images"][0]])
     assert [tuple(m.shape) for m in maps] == [(12, 12), (10, 16)] and int(maps[0].max()) < len(SHAPE_CLASSES)
+    glyphs = predict_label_maps(labeler, processor, [rows[0]["images"][0]], label="glyph")[0]
+    assert glyphs.shape == maps[0].shape and int(glyphs.max()) < len(GLYPH_CLASSES)
+    with pytest.raises(ValueError, match="label must be"):
+        predict_label_maps(labeler, processor, [rows[0]["images"][0]], label="size")
     with pytest.raises(FileNotFoundError, match=HEAD_FILE):
         load_labeler(tmp_path)
 
@@ -123,9 +172,10 @@ def test_the_code_term_pulls_each_projector_row_onto_its_objects_code():
     head = PatchLabelHead(16, code_size=8)
     assert torch.equal(head.shape_codes, PatchLabelHead(16, code_size=8).shape_codes)  # fixed: same in every run
     assert not any("codes" in k for k in head.state_dict())  # and not saved in the head file
-    batch = {"shape_labels": torch.tensor([0, 2, 2, 2, 5, 5, 0, 0]), "colour_labels": torch.tensor([0, 1, 1, 1, 3, 3, 0, 0])}
+    batch = {"shape_labels": torch.tensor([0, 2, 2, 2, 5, 5, 0, 0]), "colour_labels": torch.tensor([0, 1, 1, 1, 3, 3, 0, 0]),
+             "glyph_labels": torch.zeros(8, dtype=torch.long)}
     logits = head(torch.randn(8, 16))
-    rows = head.code_target(torch.tensor([2, 5]), torch.tensor([1, 3]))  # majority object of each 2x2 block
+    rows = head.code_target(torch.tensor([2, 5]), torch.tensor([1, 3]), torch.tensor([0, 0]))  # majority of each block
     ce_only = patch_label_loss((*logits, rows), batch, head)
     assert torch.allclose(patch_label_loss((*logits, rows), batch, head, code_weight=2.0), ce_only)  # on target
     off = patch_label_loss((*logits, rows + 0.5), batch, head, code_weight=2.0)
@@ -153,14 +203,15 @@ def test_label_reader_reads_pope_from_token_labels(proc):
     from andes_lib.train.probe import label_reader
 
     rows = list(build_dataset("validation", ["hallucination"], 12, progress=False)
-                .select_columns(["images", "scene", "answer"]))
+                .select_columns(["domain", "images", "scene", "answer"]))
     confusion, reader = label_reader(None, proc, rows)
     assert reader and all(acc == 1.0 for acc in reader.values())
     assert torch.allclose(confusion.diagonal()[confusion.sum(1) > 0], torch.ones(1))
 
     def blind(pixel_values, grid):  # every token read as background
         n = int(grid.prod(-1).sum())
-        return torch.eye(len(SHAPE_CLASSES))[[0] * n], torch.eye(len(COLOUR_CLASSES))[[0] * n], None
+        return (torch.eye(len(SHAPE_CLASSES))[[0] * n], torch.eye(len(COLOUR_CLASSES))[[0] * n],
+                torch.eye(len(GLYPH_CLASSES))[[0] * n], None)
 
     confusion, reader = label_reader(blind, proc, rows)
     tasks = {json.loads(r["scene"])["query"]["task"] for r in rows}

@@ -3,6 +3,9 @@
 Everything here is a pure function of its arguments, so an image is a pure function of its scene.
 Latin text uses the font bundled with Pillow (always present); Chinese text needs a real CJK font, found on
 disk (Debian package `fonts-wqy-microhei`) or named by the `ANDES_CJK_FONT` environment variable.
+
+`recording()` lists every shape and every line of text the helpers draw, with the image they land on: the dense
+labels of the `vision` stage (`train.patch_labels`) are drawn again from that list, for any generator.
 """
 
 from __future__ import annotations
@@ -10,8 +13,12 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -43,6 +50,28 @@ CJK_FONT_CANDIDATES: tuple[str, ...] = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
     "/System/Library/Fonts/PingFang.ttc",
 )
+
+
+_RECORDING: ContextVar[list[dict[str, Any]] | None] = ContextVar("andes_render_recording", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[dict[str, Any]]]:
+    """Inside the block, `draw_shape` and `draw_text` append what they draw to the yielded list, in drawing order:
+    `{"image", "kind": "shape", "shape", "box", "fill"}` or `{"image", "kind": "text", "text", "xy", "size",
+    "anchor", "fill", "stroke"}`, where `image` is the PIL image drawn on."""
+    calls: list[dict[str, Any]] = []
+    token = _RECORDING.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
+
+
+def _record(draw: ImageDraw.ImageDraw, **call: Any) -> None:
+    calls = _RECORDING.get()
+    if calls is not None:
+        calls.append({"image": getattr(draw, "_image", None), **call})
 
 
 def plural(shape: str) -> str:
@@ -94,6 +123,7 @@ def canvas(width: int, height: int, background: RGB) -> tuple[Image.Image, Image
 
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, fill: RGB) -> None:
     """Draw a filled shape inscribed in `box` = (x0, y0, x1, y1)."""
+    _record(draw, kind="shape", shape=shape, box=tuple(box), fill=fill)
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     if shape == "circle":
@@ -124,6 +154,7 @@ def draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, siz
               anchor: str = "mm", bold: bool = True) -> None:
     """Draw `text` at `xy` (anchor as in Pillow); Latin text gets a 1 px stroke so it reads at small sizes."""
     stroke = 1 if bold and not is_cjk(text) else 0
+    _record(draw, kind="text", text=text, xy=tuple(xy), size=size, anchor=anchor, fill=fill, stroke=stroke)
     draw.text(xy, text, font=font_for(text, size), fill=fill, anchor=anchor, stroke_width=stroke, stroke_fill=fill)
 
 

@@ -26,7 +26,7 @@ def visual_tokens(model: Any, processor: Any, rows: Sequence[dict[str, Any]], ba
     for i in range(0, len(rows), batch_size):
         batch = collate_patch_labels(processor, rows[i:i + batch_size])
         feats.append(model.get_image_features(batch["pixel_values"], batch["image_grid_hw"]).float())
-        s, c = token_labels(batch)
+        s, c, _ = token_labels(batch)
         shapes.append(s)
         colours.append(c)
     return torch.cat(feats), torch.cat(shapes), torch.cat(colours)
@@ -89,11 +89,11 @@ def label_reader(labeler: Any | None, processor: Any, rows: Sequence[dict[str, A
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
         labels = collate_patch_labels(processor, chunk)
-        true_s, _ = token_labels(labels)
+        true_s, _, _ = token_labels(labels)
         if labeler is not None:
-            s_logits, c_logits, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
+            s_logits, c_logits, _, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
             labels = {"shape_labels": s_logits.argmax(-1), "colour_labels": c_logits.argmax(-1)}
-        shapes, colours = token_labels(labels)
+        shapes, colours, _ = token_labels(labels)
         confusion.index_put_((true_s, shapes), torch.ones(len(shapes)), accumulate=True)
         per_image = len(shapes) // len(chunk)
         for k, row in enumerate(chunk):

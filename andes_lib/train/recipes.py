@@ -10,7 +10,7 @@ The `nano` chain (CPU-sized) follows the paper's pipeline, with two extra stages
 | stage | trains | data | why |
 |---|---|---|---|
 | `llm` | LLM | text only | stands in for the pre-trained Qwen3 (nano's LLM is random) |
-| `vision` | vision tower (+ a head), projector | scenes of shapes | stands in for the pre-trained SigLIP2/AIMv2 (`patch_labels`); the projector learns to send each object as a fixed code |
+| `vision` | vision tower (+ a head), projector | scenes of shapes | stands in for the pre-trained SigLIP2/AIMv2 (`patch_labels`: shape, colour and, on text, character per patch); the projector learns to send each object as a fixed code |
 | `pt1` | projector | dense captions, OCR | alignment: the LLM is frozen, the projector learns to speak it |
 | `pt2` | projector, LLM | look-up led image-text + 5% text | joint pre-training; the LLM learns to bind words to visual tokens |
 | `pt3` | everything | all domains, long samples | multi-task pre-training, longer sequences (GUI, multi-image) |
@@ -226,7 +226,8 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
         batch_size=16, warmup_steps=20,
         description="Stand-in for the pre-trained SigLIP2/AIMv2 encoder: the random vision tower learns to label "
                     "every patch with the shape and colour under it, and the projector learns to send each object "
-                    "as a fixed code (what a semantic encoder's features give the LLM).",
+                    "as a fixed code (what a semantic encoder's features give the LLM). Text images in `data` also "
+                    "teach it to read (a character label per patch); `03` section 7 measures what that costs.",
     ),
     StageRecipe(
         name="pt1", parent="vision", lr={"projector": 2e-4},

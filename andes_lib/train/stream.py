@@ -60,7 +60,8 @@ def build_pools(recipe: StageRecipe, processor: Any, datasets_fn: Callable[..., 
             ds = ds.select([i for i, t in enumerate(ds["task"]) if t == task])
             if not len(ds):
                 raise ValueError(f"recipe {recipe.name!r}: domain {domain!r} has no task {task!r}")
-        ds = ds.select_columns(["images", "messages"] + (["scene"] if recipe.objective == "patch_labels" else []))
+        labelled = recipe.objective == "patch_labels"  # the labels are drawn again from the row's generator
+        ds = ds.select_columns(["images", "messages"] + (["domain", "scene"] if labelled else []))
         keep, lengths = _lengths(processor, ds, recipe.max_seq_len)
         if not keep:
             raise ValueError(f"recipe {recipe.name!r}: every {key} sample is longer than max_seq_len="
