@@ -24,17 +24,22 @@ from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer  # noqa: E40
 from andes_lib.specdec import (KINDS, DraftHead, Target, chat_ids, collect, frequent_tokens, greedy_generate,  # noqa: E402
                                make_prompts, speculative_generate, train_head)
 from andes_lib.specdec.assistant import build_assistant, train_assistant  # noqa: E402
+from andes_lib.profile.prepack import prepack_linears  # noqa: E402
 from andes_lib.specdec.bench import REFERENCE, compare, hf_method, summarise  # noqa: E402
+from andes_lib.specdec.lookup import NgramLookup  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train-prompts", type=int, default=16, help="training prompts per kind")
+    p.add_argument("--train-prompts", type=int, default=64, help="training prompts per kind")
     p.add_argument("--train-new-tokens", type=int, default=64)
-    p.add_argument("--draft-vocab", type=int, default=4096)
-    p.add_argument("--head-steps", type=int, default=150)
-    p.add_argument("--head-batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--draft-vocab", type=int, default=2048)
+    p.add_argument("--head-steps", type=int, default=250)
+    p.add_argument("--head-batch", type=int, default=12)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--ce-weight", type=float, default=1.0)
+    p.add_argument("--lookup-len", type=int, default=6, help="n-gram lookup draft tokens per round (0: none)")
+    p.add_argument("--no-prepack", action="store_true", help="keep nn.Linear (MKL) instead of oneDNN-prepacked")
     p.add_argument("--assist-layers", type=int, default=4)
     p.add_argument("--assist-steps", type=int, default=60)
     p.add_argument("--bench-prompts", type=int, default=3, help="benchmark prompts per kind")
@@ -49,21 +54,27 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "threads": torch.get_num_threads()}
     t_start = time.perf_counter()
     model, tok = load_smol_llm(), load_smol_tokenizer()
+    if not args.no_prepack:
+        result["prepacked_linears"] = prepack_linears(model)  # every method below runs on the same kernels
     target = Target(model)
 
     t0 = time.perf_counter()
     train = make_prompts(args.train_prompts, seed=0)
     data = collect(target, tok, [r["prompt"] for r in train], max_new_tokens=args.train_new_tokens,
-                   batch_size=32, keep_layers=(args.assist_layers - 1,))
+                   batch_size=64, keep_layers=(args.assist_layers - 1,))
     result["data"] = {"sequences": len(data), "tokens": data.tokens, "seconds": time.perf_counter() - t0}
     vocab = frequent_tokens(data.labels, args.draft_vocab, target.eos_ids) if args.draft_vocab else None
     head = DraftHead.from_target(target, vocab=vocab)
-    hist = train_head(head, target, data, steps=args.head_steps, batch_size=args.head_batch, lr=args.lr)
+    hist = train_head(head, target, data, steps=args.head_steps, batch_size=args.head_batch, lr=args.lr,
+                      ce_weight=args.ce_weight)
     result["head"] = {"seconds": hist.seconds, "last": hist.rows[-1]}
     assistant = build_assistant(model, args.assist_layers)
     ahist = train_assistant(assistant, data, vocab if vocab is not None else torch.zeros(0, dtype=torch.long),
                             steps=args.assist_steps, batch_size=args.head_batch)
     result["assistant"] = {"seconds": ahist.seconds, "last": ahist.rows[-1]}
+    if not args.no_prepack:
+        prepack_linears(assistant)
+    lookup = NgramLookup(data.ids) if args.lookup_len else None
     result["training_seconds"] = time.perf_counter() - t0
 
     exclude = {r["prompt"] for r in train}
@@ -80,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         "ours chain k=4": lambda ids, n: speculative_generate(target, head, ids, n, mode="chain", draft_len=4),
         "ours tree 16": lambda ids, n: speculative_generate(target, head, ids, n, **tree),
     }
+    if lookup is not None:
+        chain = dict(mode="chain", draft_len=4, lookup=lookup, lookup_len=args.lookup_len)
+        methods["ours chain k=4 + lookup"] = lambda ids, n: speculative_generate(target, head, ids, n, **chain)
+        methods["lookup alone (ours)"] = lambda ids, n: speculative_generate(target, head, ids, n, **{
+            **chain, "draft_len": 0})
     bench = [r for k in KINDS for r in [x for x in test if x["kind"] == k][: args.bench_prompts]]
     rows = compare(methods, tok, bench, args.max_new_tokens)
     result["benchmark_rows"], result["summary"] = rows, summarise(rows)
@@ -88,12 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     lossless_rows = test[: args.lossless_prompts] if args.lossless_prompts <= len(test) else test
     lossless_rows = sorted(lossless_rows, key=lambda r: KINDS.index(r["kind"]))[: args.lossless_prompts]
-    same, differ = {"chain": 0, "tree": 0}, []
+    checks = {"chain": dict(mode="chain", draft_len=4), "tree": tree}
+    if lookup is not None:
+        checks["chain+lookup"] = chain
+    same, differ = dict.fromkeys(checks, 0), []
     for k, row in enumerate(tqdm(lossless_rows, desc="lossless check")):
         ids = chat_ids(tok, row["prompt"])
         ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.lossless_new_tokens,
                              do_sample=False)[0, ids.shape[1]:].tolist()
-        for mode, kwargs in (("chain", dict(mode="chain", draft_len=4)), ("tree", tree)):
+        for mode, kwargs in checks.items():
             got = speculative_generate(target, head, ids, args.lossless_new_tokens, **kwargs).tokens
             same[mode] += got == ref
             if got != ref:
@@ -104,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     save(result, args.out)
     for s in result["summary"]:
         accepted = "-" if s["mean_accepted_length"] is None else f"{s['mean_accepted_length']:.2f}"
-        print(f"{s['method']:28s} median {s['median_speedup']:.2f}x  peak {s['peak_speedup']:.2f}x  "
+        print(f"{s['method']:28s} decode: median {s['median_decode_speedup']:.2f}x peak {s['peak_decode_speedup']:.2f}x"
+              f"  end to end: median {s['median_speedup']:.2f}x peak {s['peak_speedup']:.2f}x  "
               f"accepted {accepted}  lossless {s['lossless']:.2f}")
     print(f"lossless: {result['lossless']}")
     print(f"training {result['training_seconds']:.0f} s (head {hist.seconds:.0f} s); total {result['total_seconds']:.0f} s")

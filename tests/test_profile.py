@@ -11,6 +11,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 from andes_lib.profile import (PHONE_SOC, LeanDecoder, LLMShape, copy_bandwidth, decode_bytes_per_token,
                                kv_bytes_per_token, measure_decode, project, read_bandwidth, roofline_bandwidth,
                                roofline_tokens_per_s, weight_bytes)
+from andes_lib.profile.prepack import PackedLinear, prepack_available, prepack_linears
 
 
 def test_roofline_arithmetic_and_errors() -> None:
@@ -101,3 +102,27 @@ def test_lean_decoder_runs_the_nano_vlm_language_model() -> None:
     ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, min_new_tokens=6,
                          do_sample=False)[0, 8:].tolist()
     assert LeanDecoder(model, max_len=16).generate(ids, 6) == ref
+
+
+@pytest.mark.skipif(not prepack_available(), reason="this torch build has no oneDNN linear prepack")
+@pytest.mark.parametrize("kind", ["llama", "qwen3"])
+def test_prepacked_linears_compute_the_same_and_keep_weights_tied(kind: str) -> None:
+    model = _tiny(kind)
+    ids = torch.randint(0, 96, (1, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref_logits = model(ids).logits
+    ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, min_new_tokens=12,
+                         do_sample=False)[0, 10:].tolist()
+    linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert prepack_linears(model) == linears
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref_logits, rtol=1e-4, atol=1e-4)
+    assert model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, min_new_tokens=12,
+                          do_sample=False)[0, 10:].tolist() == ref
+    if kind == "llama":  # tied: the LM head still reads the embedding's Parameter
+        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    with pytest.raises(ValueError, match="rows"):
+        prepack_linears(_tiny(kind), rows=0)
+    with pytest.raises(ValueError, match="float32"):
+        PackedLinear(torch.nn.Linear(4, 4).to(torch.float64))

@@ -16,7 +16,9 @@ from andes_lib.specdec import (DistillData, DraftHead, DraftTree, Target, chat_i
                                evaluate_head, frequent_tokens, greedy_generate, keep_cache_positions, make_prompts,
                                speculative_generate, train_head, truncate_cache)
 from andes_lib.specdec.assistant import build_assistant, train_assistant
+from andes_lib.specdec.bench import REFERENCE, compare, hf_method, summarise
 from andes_lib.specdec.head import HeadCache
+from andes_lib.specdec.lookup import NgramLookup
 
 MODES = [dict(mode="chain", draft_len=4), dict(mode="chain", draft_len=3, threshold=0.3),
          dict(mode="tree", topk=3, depth=4, tree_size=10)]
@@ -165,6 +167,52 @@ def test_tree_mask_lets_each_node_see_only_its_ancestors():
                                     [True, False, True, False, False], [True, True, False, True, False],
                                     [True, True, False, True, True]]
     assert DraftTree.chain([1, 2, 3]).is_chain and not tree.is_chain
+
+
+def test_lookup_proposes_the_longest_match_context_first():
+    lookup = NgramLookup([[1, 2, 3, 4], [1, 2, 3, 4], [9, 2, 3, 7], [5, 6, 8]], max_n=3, min_n=1)
+    session = lookup.session([0, 2, 3])
+    assert session.propose(2) == [4]  # corpus: "2 3" -> 4 twice, 7 once; then "2 3 4" and "3 4" end the walk
+    session.extend([7, 5, 2, 3])  # the context now holds "2 3 7": context wins on an equal-length match
+    assert session.propose(1) == [7]
+    assert session.propose(3, after=[8]) == []  # nothing ever follows 8
+    assert NgramLookup([[5, 6, 8]], min_n=2).session([6]).propose(2) == []  # one token is shorter than min_n
+    with pytest.raises(ValueError, match="min_n"):
+        NgramLookup([], max_n=2, min_n=3)
+
+
+def test_merging_a_lookup_chain_into_a_tree_shares_the_agreeing_prefix():
+    tree = DraftTree.chain([5, 6, 7])
+    assert tree.merge_chain([5, 6, 7]).is_chain and tree.merge_chain([5, 6, 7, 8]).tokens == [5, 6, 7, 8]
+    merged = tree.merge_chain([5, 9, 4])
+    assert merged.tokens == [5, 6, 7, 9, 4] and merged.parents == [-1, 0, 1, 0, 3] and merged.depths == [1, 2, 3, 2, 3]
+    assert not merged.is_chain and len(DraftTree.chain([]).merge_chain([3])) == 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(mode="chain", draft_len=4), dict(mode="chain", draft_len=0, lookup_len=6),
+                                    dict(mode="tree", topk=3, depth=4, tree_size=10)],
+                         ids=["chain+lookup", "lookup-only", "tree+lookup"])
+def test_lookup_drafts_stay_lossless(setup, references, kwargs):
+    target, _, head, data, _ = setup
+    lookup = NgramLookup(data.ids + [r for _, r in references], max_n=3, min_n=1)  # references: lookups that hit
+    partial = partially_wrong(head, target)
+    for ids, reference in references:
+        spec = speculative_generate(target, partial, ids, 32, lookup=lookup, **kwargs)
+        assert spec.tokens == reference.tolist()
+    if kwargs["mode"] == "chain" and not kwargs["draft_len"]:
+        assert sum(spec.accepted) > 0  # the lookup alone found the answer's n-grams
+
+
+def test_benchmark_times_decoding_after_the_first_token_for_every_method(setup):
+    target, proc, head, _, _ = setup
+    methods = {REFERENCE: hf_method(target.model), "HF prompt lookup": hf_method(target.model, prompt_lookup_num_tokens=3),
+               "ours": lambda ids, n: speculative_generate(target, head, ids, n, mode="chain", draft_len=3)}
+    rows = compare(methods, proc.tokenizer, make_prompts(1, seed=7, kinds=("code",)), 12, progress=False)
+    assert [r["method"] for r in rows] == list(methods) and all(r["lossless"] for r in rows)
+    for r in rows:  # prefill is left out: the decode-only speedup uses the time after the first token
+        assert r["tokens"] > 1 and r["decode_speedup"] > 0 and r["decode_tok_per_s"] > 0
+    summary = {s["method"]: s for s in summarise(rows)}
+    assert summary[REFERENCE]["median_decode_speedup"] == 1.0 and summary["ours"]["mean_accepted_length"] >= 1.0
 
 
 def test_dynamic_tree_is_a_tree_of_the_requested_size(setup):

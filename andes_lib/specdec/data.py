@@ -51,10 +51,13 @@ def collect(target: Target, tokenizer, prompts: list[str], max_new_tokens: int =
         raise ValueError("collect needs at least one prompt")
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
-    data = DistillData(layer_states={k: [] for k in keep_layers})
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else target.eos_ids[0]
+    encoded = [chat_ids(tokenizer, p)[0] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths per batch: less padding
+    parts: dict[int, tuple] = {}
     for start in tqdm(range(0, len(prompts), batch_size), desc="self-distillation data", disable=not progress):
-        chunk = [chat_ids(tokenizer, p)[0] for p in prompts[start:start + batch_size]]
+        rows = order[start:start + batch_size]
+        chunk = [encoded[i] for i in rows]
         width = max(len(x) for x in chunk)
         left = torch.full((len(chunk), width), pad)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -81,10 +84,15 @@ def collect(target: Target, tokenizer, prompts: list[str], max_new_tokens: int =
         labels = target.lm_head(feats).argmax(-1)
         for i, s in enumerate(seqs):
             n = len(s)
-            data.ids.append(s)
-            data.features.append(feats[i, :n].clone())
-            data.labels.append(labels[i, :n].clone())
-            data.prompt_lengths.append(len(chunk[i]))
-            for k in keep_layers:
-                data.layer_states[k].append(res.hidden_states[k][i, :n].clone())
+            parts[rows[i]] = (s, feats[i, :n].clone(), labels[i, :n].clone(), len(chunk[i]),
+                              {k: res.hidden_states[k][i, :n].clone() for k in keep_layers})
+    data = DistillData(layer_states={k: [] for k in keep_layers})
+    for i in range(len(prompts)):  # back in the order of `prompts`
+        s, feats, labels, prompt_length, states = parts[i]
+        data.ids.append(s)
+        data.features.append(feats)
+        data.labels.append(labels)
+        data.prompt_lengths.append(prompt_length)
+        for k in keep_layers:
+            data.layer_states[k].append(states[k])
     return data

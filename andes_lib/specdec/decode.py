@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .head import DraftHead, HeadCache
+from .lookup import NgramLookup
 from .target import Target, keep_cache_positions, truncate_cache
 from .tree import DraftTree, draft_tree
 
@@ -39,6 +40,12 @@ class SpecResult:
     accepted: list[int] = field(default_factory=list)  # accepted draft tokens per verify round
     proposed: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    first_token_seconds: float = 0.0  # prefill: the time to the first token, the same work for every method
+
+    @property
+    def decode_seconds(self) -> float:
+        """Wall time after the first token: what decoding speedups compare."""
+        return self.seconds - self.first_token_seconds
 
     @property
     def rounds(self) -> int:
@@ -66,21 +73,28 @@ def greedy_stream(target: Target, input_ids: torch.Tensor, max_new_tokens: int, 
 @torch.no_grad()
 def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor, max_new_tokens: int,
                        mode: str = "chain", draft_len: int = 4, threshold: float = 0.0, topk: int = 4,
-                       depth: int = 4, tree_size: int = 16, **prefill) -> Iterator[Step]:
-    """Yield the greedy continuation of `input_ids` (1, T) round by round; `prefill` goes to the first call only."""
+                       depth: int = 4, tree_size: int = 16, lookup: NgramLookup | None = None,
+                       lookup_len: int = 6, **prefill) -> Iterator[Step]:
+    """Yield the greedy continuation of `input_ids` (1, T) round by round; `prefill` goes to the first call only.
+
+    With `lookup`, each round also drafts up to `lookup_len` tokens by n-gram lookup in the context and the corpus
+    (`lookup.py`) and merges them into the head's draft; `draft_len=0` in chain mode leaves the lookup alone.
+    """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"speculative decoding runs one sequence at a time: input_ids must be (1, T), got "
                          f"{tuple(input_ids.shape)}")
-    if max_new_tokens < 1 or draft_len < 0:
-        raise ValueError(f"need max_new_tokens >= 1 and draft_len >= 0, got {max_new_tokens}, {draft_len}")
+    if max_new_tokens < 1 or draft_len < 0 or lookup_len < 0:
+        raise ValueError(f"need max_new_tokens >= 1, draft_len >= 0 and lookup_len >= 0, got {max_new_tokens}, "
+                         f"{draft_len}, {lookup_len}")
     cache, head_cache = target.new_cache(), HeadCache()
     n = input_ids.shape[1]
     out = target.forward(input_ids, cache, **prefill)
     pending = int(out.logits[0, -1].argmax())
     yield Step([pending], [False], 0)
     produced = 1
+    session = None if lookup is None else lookup.session(input_ids[0].tolist() + [pending])
     if pending in target.eos_ids or produced >= max_new_tokens:
         return
     nxt = torch.cat([input_ids[0, 1:], torch.tensor([pending])])
@@ -88,6 +102,7 @@ def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor,
     length = n + 1  # accepted tokens, the pending one included (its K/V is not in the cache yet)
     while produced < max_new_tokens:
         budget = max_new_tokens - produced - 1  # the bonus token always comes on top of the drafts
+        found = session.propose(min(lookup_len, budget)) if session is not None and budget > 0 else []
         if mode == "chain":
             tree = DraftTree.chain(_draft_chain(head, target, hidden, head_cache, length - 1,
                                                 min(draft_len, budget), threshold))
@@ -96,6 +111,8 @@ def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor,
                               depth=min(depth, budget), size=tree_size)
         else:
             tree = DraftTree.chain([])
+        if found:
+            tree = tree.merge_chain(found)
         past = length - 1
         q = torch.tensor([[pending] + tree.tokens])
         positions = torch.tensor([[past] + [past + d for d in tree.depths]])
@@ -129,6 +146,8 @@ def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor,
                 emitted, drafted = emitted[: j + 1], drafted[: j + 1]
                 break
         produced += len(emitted)
+        if session is not None:
+            session.extend(emitted)
         yield Step(emitted, drafted, len(tree))
         if emitted[-1] in target.eos_ids:
             return
@@ -156,6 +175,8 @@ def run(stream: Iterator[Step]) -> SpecResult:
     """Drain a stream into a `SpecResult` with its wall time."""
     t0, res = time.perf_counter(), SpecResult()
     for i, step in enumerate(stream):
+        if i == 0:
+            res.first_token_seconds = time.perf_counter() - t0
         res.tokens += step.tokens
         res.drafted += step.drafted
         if i > 0 or step.proposed:

@@ -31,6 +31,20 @@ class DraftTree:
     def chain(cls, tokens: list[int]) -> "DraftTree":
         return cls(tokens=list(tokens), parents=list(range(-1, len(tokens) - 1)), depths=list(range(1, len(tokens) + 1)))
 
+    def merge_chain(self, tokens: list[int]) -> "DraftTree":
+        """This tree plus a chain of `tokens` after the pending token, sharing the nodes it agrees with (a trie)."""
+        out = DraftTree(list(self.tokens), list(self.parents), list(self.depths))
+        node = -1
+        for t in tokens:
+            child = next((i for i, (u, p) in enumerate(zip(out.tokens, out.parents)) if p == node and u == t), None)
+            if child is None:
+                out.tokens.append(t)
+                out.parents.append(node)
+                out.depths.append(1 if node < 0 else out.depths[node] + 1)
+                child = len(out.tokens) - 1
+            node = child
+        return out
+
     @property
     def is_chain(self) -> bool:
         return self.parents == list(range(-1, len(self.tokens) - 1))
