@@ -18,6 +18,6 @@ for arg in "$@"; do
     fi
 done
 status=0
-.venv/bin/python -m pytest "${paths[@]}" --nbmake --nbmake-timeout=900 -q "$@" || status=$?
+.venv/bin/python -m pytest "${paths[@]}" --nbmake --nbmake-timeout=900 -q --durations=15 "$@" || status=$?
 echo "test: total wall time $((SECONDS - start)) s (exit $status)"
 exit "$status"
