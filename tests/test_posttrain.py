@@ -179,6 +179,15 @@ def test_sampled_pairs_reject_only_wrong_answers(monkeypatch):
     assert stats.set_index("domain").loc["chart", "pairs"] == 0
 
 
+def test_yes_no_pairs_are_balanced_per_domain_and_other_pairs_kept():
+    rows = [{"domain": "hallucination", "answer": a} for a in ["no"] * 7 + ["yes"] * 3 + [" Yes "]]
+    rows += [{"domain": "multi_image", "answer": "yes"}, {"domain": "chart", "answer": "B"}]
+    kept, dropped = pairs.balance_yes_no(Dataset.from_list(rows), seed=0)
+    halluc = [r["answer"].strip().lower() for r in kept if r["domain"] == "hallucination"]
+    assert sorted(halluc) == ["no"] * 4 + ["yes"] * 4 and dropped["hallucination"] == 3
+    assert dropped["multi_image"] == 1 and [r["answer"] for r in kept if r["domain"] == "chart"] == ["B"]
+
+
 # ----------------------------------------------------------------------------- GRPO
 def test_group_advantages_by_hand():
     r = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5])
