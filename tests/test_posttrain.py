@@ -169,7 +169,7 @@ def test_sampled_pairs_reject_only_wrong_answers(monkeypatch):
         {"id": "b", "domain": "chart", "task": "max", "lang": "en", "seed": 2, "images": [image(1)],
          "question": "Which bar is highest?", "answer": "B", "metric": "relaxed"},
     ])
-    outputs = [["yes", "no", "no", "Yes."], ["B", "B", "B", "B"]]
+    outputs = [["yes", "<|vision_pad|>no", "no", "Yes."], ["B", "B", "B", "B"]]  # an image token: no pair
     monkeypatch.setattr(pairs, "sample_answers", lambda *a, **kw: [[{"text": t, "finished": True} for t in o]
                                                                   for o in outputs])
     data, stats = pairs.sampled_pairs(None, None, rows, k=4)

@@ -26,10 +26,12 @@ import pandas as pd
 from ..data.base import assistant_message, user_message
 from ..data.dataset import FEATURES, build_dataset, build_preference_dataset
 from ..eval.metrics import score
+from ..processing.tokenizer import IMAGE_END, IMAGE_PAD, IMAGE_START
 from .common import sample_answers
 
 PAIR_FEATURES = datasets.Features(dict(FEATURES["preference"]) | {"source": datasets.Value("string")})
 PAIR_COLUMNS = tuple(PAIR_FEATURES)
+IMAGE_TOKENS = (IMAGE_START, IMAGE_END, IMAGE_PAD)
 
 
 def answer_space_pairs(split: str = "train", domains: Sequence[str] | None = None, n_per_domain: int = 32,
@@ -58,7 +60,8 @@ def sampled_pairs(model: Any, processor: Any, rows: datasets.Dataset, k: int = 4
             stats[(domain, "sampled")] += 1
             if score(text, row["answer"], row["metric"]) < threshold:
                 stats[(domain, "wrong")] += 1
-                if text and text not in wrong:
+                # an answer that emits image tokens could not be re-encoded next to its images: no pair from it
+                if text and text not in wrong and not any(t in text for t in IMAGE_TOKENS):
                     wrong.append(text)
         for rejected in wrong[:max_pairs_per_prompt]:
             stats[(domain, "pairs")] += 1
