@@ -2,7 +2,9 @@
 
 Start: `python apps/specdec.py` (http://127.0.0.1:7861). The head comes from notebook 10's run
 (`<run>/specdec/head`, `--head` to point elsewhere); without one the app drafts with an untrained head and says so
-(the answer is the same, only slower). Embed: `build_app().launch()`, or `speculative_tab(...)` inside a Blocks.
+(the answer is the same, only slower). Besides the head, each round also drafts by n-gram lookup in the prompt and
+the answer so far (notebook 10's lookup, without its corpus), and SmolLM2 runs on oneDNN-prepacked linear layers.
+Embed: `build_app().launch()`, or `speculative_tab(...)` inside a Blocks.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import gradio as gr
 import torch
 
 from andes_lib.report import run_dir as resolve_run_dir
+from andes_lib.profile.prepack import prepack_available, prepack_linears
 from andes_lib.specdec import DraftHead, Target, chat_ids, speculative_stream
+from andes_lib.specdec.lookup import NgramLookup
 from andes_lib.specdec.view import DRAFT_COLOUR, colour_tokens
 
 MAX_PROMPT_CHARS = 4000
@@ -37,13 +41,17 @@ class SpecEngine:
         self.target, self.tokenizer, self.head = target, tokenizer, head
         self.head_dir = Path(head_dir) if head_dir else resolve_run_dir() / "specdec" / "head"
         self.notice = ""
+        self.lookup = NgramLookup()  # no corpus: the prompt and the answer so far
         self.lock = threading.Lock()
 
     def ensure(self) -> None:
         if self.target is None:
             from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer
 
-            self.target, self.tokenizer = Target(load_smol_llm()), load_smol_tokenizer()
+            model = load_smol_llm()
+            if prepack_available():
+                prepack_linears(model)  # a cheap verify pass (notebook 10, step 1)
+            self.target, self.tokenizer = Target(model), load_smol_tokenizer()
         if self.head is None:
             if (self.head_dir / "draft_head.safetensors").is_file():
                 self.head = DraftHead.load(self.head_dir, self.target)
@@ -63,7 +71,8 @@ class SpecEngine:
             self.ensure()
             ids = chat_ids(self.tokenizer, prompt)
             tokens, drafted, rounds, t0 = [], [], 0, time.perf_counter()
-            for step in speculative_stream(self.target, self.head, ids, int(max_new_tokens), mode=mode):
+            for step in speculative_stream(self.target, self.head, ids, int(max_new_tokens), mode=mode,
+                                           lookup=self.lookup):
                 tokens += step.tokens
                 drafted += step.drafted
                 rounds += 1

@@ -269,7 +269,9 @@ def test_app_streams_coloured_tokens_and_refuses_empty_prompts(setup):
     assert isinstance(build_app(engine), gr.Blocks)
     updates = list(engine.stream("List 3 fruits.", "tree", 24))
     answer, stats = updates[-1]
-    spec = speculative_generate(target, head, chat_ids(proc.tokenizer, "List 3 fruits."), 24, mode="tree")
+    spec = speculative_generate(target, head, chat_ids(proc.tokenizer, "List 3 fruits."), 24, mode="tree",
+                                lookup=NgramLookup())  # the app also drafts from its own context
+    assert spec.tokens == speculative_generate(target, head, chat_ids(proc.tokenizer, "List 3 fruits."), 24).tokens
     assert answer == colour_tokens(proc.tokenizer, spec.tokens, spec.drafted)
     assert f"{len(spec.tokens)} tokens" in stats and (DRAFT_COLOUR in answer) == any(spec.drafted)
     with pytest.raises(gr.Error, match="Type a prompt"):
