@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
-
 from transformers.generation.streamers import BaseStreamer
 
 from .data import chat_ids

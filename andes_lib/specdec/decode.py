@@ -97,8 +97,11 @@ def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor,
     session = None if lookup is None else lookup.session(input_ids[0].tolist() + [pending])
     if pending in target.eos_ids or produced >= max_new_tokens:
         return
-    nxt = torch.cat([input_ids[0, 1:], torch.tensor([pending])])
-    hidden = head(out.features, target.embed(nxt)[None], torch.arange(n)[None], cache=head_cache)[0, -1:]
+    drafting = mode == "tree" or draft_len > 0  # otherwise the lookup drafts alone and the head is never read
+    hidden = None
+    if drafting:
+        nxt = torch.cat([input_ids[0, 1:], torch.tensor([pending])])
+        hidden = head(out.features, target.embed(nxt)[None], torch.arange(n)[None], cache=head_cache)[0, -1:]
     length = n + 1  # accepted tokens, the pending one included (its K/V is not in the cache yet)
     while produced < max_new_tokens:
         budget = max_new_tokens - produced - 1  # the bonus token always comes on top of the drafts
@@ -134,10 +137,11 @@ def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor,
             truncate_cache(cache, length + len(path))
         else:
             keep_cache_positions(cache, length, torch.tensor(path, dtype=torch.long) - 1)
-        head_cache.truncate(past)
-        feats = out.features[:, [0] + path]
-        hidden = head(feats, target.embed(torch.tensor(emitted))[None],
-                      torch.arange(past, past + len(emitted))[None], cache=head_cache)[0, -1:]
+        if drafting:
+            head_cache.truncate(past)
+            feats = out.features[:, [0] + path]
+            hidden = head(feats, target.embed(torch.tensor(emitted))[None],
+                          torch.arange(past, past + len(emitted))[None], cache=head_cache)[0, -1:]
         length += len(emitted)
         pending = emitted[-1]
         drafted = [True] * len(path) + [False]
