@@ -4,7 +4,8 @@
     python benchmarks/bench_decode.py --threads 2 --out decode.json
 
 For each thread count: copy and read bandwidth (the roofline takes the higher), then `generate()`, the plain loop
-on the transformers cache at fp32 and bf16, and the fp32 `LeanDecoder`. The roofline of a row is bandwidth / the bytes
+on the transformers cache at fp32 and bf16, and the fp32 `LeanDecoder` on both of its GEMV kernels (contiguous
+matmul, and column blocks as one batched GEMM across threads). The roofline of a row is bandwidth / the bytes
 that row reads per token (its weights at their dtype + its KV cache), at its own thread count and at the machine's
 best bandwidth over all thread counts (the stricter figure). Other processes share the machine: compare
 rows of one run, as ratios. Nothing here is a timed test.
@@ -58,7 +59,9 @@ def main() -> None:
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     context = args.prompt_tokens + args.new_tokens // 2
-    lean = LeanDecoder(model, max_len=args.prompt_tokens + args.new_tokens + 8)
+    max_len = args.prompt_tokens + args.new_tokens + 8
+    leans = [(f"lean fp32 {k}", LeanDecoder(model, max_len=max_len, kernel=k))
+             for k in ("matmul", "split")]
     model_bf16 = copy.deepcopy(model).to(torch.bfloat16)  # bf16 weight matmuls (no bf16 arithmetic on AVX2)
     rows = []
     for threads in [t for _ in range(args.repeats) for t in args.threads]:
@@ -68,7 +71,7 @@ def main() -> None:
         settings = [("generate() fp32", model, weight_bytes(model), 4),
                     ("plain loop fp32", model, weight_bytes(model), 4),
                     ("plain loop bf16", model_bf16, weight_bytes(model_bf16), 2),
-                    ("lean fp32", lean, lean.weight_bytes(), 4)]
+                    *[(label, lean, lean.weight_bytes(), 4) for label, lean in leans]]
         for label, runner, wbytes, kv_elem in settings:
             if label.startswith("generate"):
                 tps, tokens = gen_tps, ref
@@ -93,7 +96,7 @@ def main() -> None:
     for r in rows:
         r["machine_roofline_tokens_per_s"] = r["roofline_tokens_per_s"] * machine_gbs / r["bandwidth_gbs"]
         r["share_of_machine_roofline"] = r["decode_tokens_per_s"] / r["machine_roofline_tokens_per_s"]
-        print(f"{r['threads']} thr  {r['setting']:18s} {r['decode_tokens_per_s']:7.2f} tok/s  roofline "
+        print(f"{r['threads']} thr  {r['setting']:20s} {r['decode_tokens_per_s']:7.2f} tok/s  roofline "
               f"{r['roofline_tokens_per_s']:7.2f} ({r['bandwidth_gbs']:.1f} GB/s: copy {r['copy_gbs']:.1f}, read "
               f"{r['read_gbs']:.1f})  {100 * r['share_of_roofline']:5.1f}%  of the machine roofline "
               f"{r['machine_roofline_tokens_per_s']:7.2f}: {100 * r['share_of_machine_roofline']:5.1f}%  "
@@ -106,7 +109,7 @@ def main() -> None:
     for key in dict.fromkeys((r["threads"], r["setting"]) for r in rows):
         share = statistics.median(r["share_of_roofline"] for r in rows if (r["threads"], r["setting"]) == key)
         medians[f"{key[1]} @ {key[0]} thr"] = share
-        print(f"median over {args.repeats} repeat(s): {key[1]:18s} at {key[0]} thread(s): {100 * share:5.1f}% of the "
+        print(f"median over {args.repeats} repeat(s): {key[1]:20s} at {key[0]} thread(s): {100 * share:5.1f}% of the "
               "roofline measured beside it")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

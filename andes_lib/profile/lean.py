@@ -9,7 +9,11 @@ This decoder reads the model's own weights once into a decode-friendly layout an
 - the tied LM head stored transposed as well (its 49152 x 576 read is a fifth of the model's bytes);
 - RMSNorm weights folded into the matrix that follows each norm, residual adds fused into `addmm`;
 - a static KV cache (preallocated, written in place: no concatenation), rotary tables computed once and applied
-  to queries and keys in one pass; attention of the new token as two batched GEMVs per KV group (GQA, no mask).
+  to queries and keys in one pass; attention of the new token as two batched GEMVs per KV group (GQA, no mask);
+- `kernel="split"`: MKL runs a one-row GEMV on one thread, so a second core adds nothing to it. Each matrix is
+  stored as `splits` column blocks, (splits, in, out / splits), and the GEMV becomes one batched GEMM whose batch
+  entries run on different threads: two cores stream about 1.45x the bytes per second of one
+  (`benchmarks/bench_decode.py` measures the kernels side by side).
 
 Same math as transformers' eager/SDPA forward, in a different order of floating-point sums: greedy tokens match
 `generate()` (tested) unless two logits tie to within rounding.
@@ -24,8 +28,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
+KERNELS = ("matmul", "split")
+
+
 @dataclass
-class _Layer:
+class _Layer:  # matrices as (in, out) for kernel "matmul", (splits, in, out / splits) for "split"
     qkv: torch.Tensor  # (hidden, (heads + 2 kv_heads) * head_dim), the input norm's weight folded into its rows
     qkv_bias: torch.Tensor | None
     q_norm: torch.Tensor | None  # Qwen3: RMSNorm over the head dimension before rotary
@@ -45,18 +52,33 @@ def _language_model(model: nn.Module) -> nn.Module:
     return inner
 
 
-def _t(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return w.detach().to(dtype).t().contiguous()
+def _matrix(w: torch.Tensor, dtype: torch.dtype, splits: int, pad: bool = False) -> torch.Tensor:
+    """An (out, in) weight as (in, out), contiguous; with splits > 1 as (splits, in, out / splits) column blocks,
+    `pad` adding zero columns (outputs the caller slices off) where out does not divide."""
+    wt = w.detach().to(dtype).t()
+    if splits == 1:
+        return wt.contiguous()
+    if wt.shape[1] % splits:
+        if not pad:
+            raise ValueError(f"a matrix with {wt.shape[1]} outputs does not split into {splits} equal column blocks")
+        wt = F.pad(wt, (0, splits - wt.shape[1] % splits))
+    return wt.reshape(wt.shape[0], splits, -1).transpose(0, 1).contiguous()
 
 
 class LeanDecoder:
     """Greedy batch-1 decoding over a snapshot of `model`'s weights (transposed, fused) and a static KV cache.
 
     `prefill(ids)` returns the first greedy token, `step(token)` the next one; `generate(ids, n)` does both.
-    The snapshot is taken at construction: rebuild the decoder after changing the model's weights.
+    The snapshot is taken at construction: rebuild the decoder after changing the model's weights. `kernel` picks
+    the GEMV: "matmul" (contiguous `x @ W`) or "split" (`splits` column blocks as one batched GEMM, one per thread).
     """
 
-    def __init__(self, model: nn.Module, max_len: int = 2048, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, model: nn.Module, max_len: int = 2048, dtype: torch.dtype | None = None,
+                 kernel: str = "matmul", splits: int = 2) -> None:
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        if not isinstance(splits, int) or splits < 1:
+            raise ValueError(f"splits must be a positive int, got {splits!r}")
         lm = _language_model(model)
         cfg = lm.config
         if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", False):
@@ -64,7 +86,8 @@ class LeanDecoder:
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise ValueError(f"LeanDecoder implements SiLU MLPs, not {cfg.hidden_act!r}")
         dtype = dtype or next(model.parameters()).dtype
-        self.dtype, self.max_len = dtype, max_len
+        self.dtype, self.max_len, self.kernel = dtype, max_len, kernel
+        self.splits = splits if kernel == "split" else 1
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
@@ -74,7 +97,8 @@ class LeanDecoder:
             raise ValueError("LeanDecoder needs a bias-free linear LM head")
         root = cfg.hidden_size**0.5  # `_norm` leaves RMSNorm's sqrt(dim) factor to the weights
         norm = lm.norm.weight.detach().float() * root
-        self.lm_head = _t(head.weight.float() * norm, dtype)  # (hidden, vocab), final norm folded in: one GEMV
+        self.vocab = head.weight.shape[0]  # final norm folded in: one GEMV (zero-padded columns sliced off)
+        self.lm_head = _matrix(head.weight.float() * norm, dtype, self.splits, pad=True)
         self.scale = self.head_dim**-0.5
         self.layers: list[_Layer] = []
         for layer in lm.layers:
@@ -87,13 +111,13 @@ class LeanDecoder:
                     getattr(getattr(m, p), "bias", None) is not None for p in ("gate_proj", "up_proj", "down_proj")):
                 raise ValueError("LeanDecoder supports biases on q/k/v only")
             self.layers.append(_Layer(
-                qkv=_t(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).float() * ln1, dtype),
+                qkv=_matrix(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).float() * ln1, dtype, self.splits),
                 qkv_bias=None if biases[0] is None else torch.cat(biases).detach().to(dtype),
                 q_norm=None if qn is None else (qn.weight.detach().float() * self.head_dim**0.5).to(dtype),
                 k_norm=None if kn is None else (kn.weight.detach().float() * self.head_dim**0.5).to(dtype),
-                o=_t(a.o_proj.weight, dtype),
-                gate_up=_t(torch.cat([m.gate_proj.weight, m.up_proj.weight]).float() * ln2, dtype),
-                down=_t(m.down_proj.weight, dtype)))
+                o=_matrix(a.o_proj.weight, dtype, self.splits),
+                gate_up=_matrix(torch.cat([m.gate_proj.weight, m.up_proj.weight]).float() * ln2, dtype, self.splits),
+                down=_matrix(m.down_proj.weight, dtype, self.splits)))
         positions = torch.arange(max_len)[None]
         cos, sin = lm.rotary_emb(self.embed[:1][None], positions)
         half = self.head_dim // 2
@@ -104,16 +128,31 @@ class LeanDecoder:
         self.pos = 0
 
     def weight_bytes(self) -> int:
-        """Bytes one decode step streams: every matrix and norm, the LM head once, one embedding row."""
+        """Bytes one decode step streams: every matrix and norm, the LM head once (without its zero padding), one
+        embedding row."""
         parts = [t for L in self.layers for t in (L.qkv, L.qkv_bias, L.q_norm, L.k_norm, L.o, L.gate_up, L.down)
                  if t is not None]
-        return sum(t.nbytes for t in [*parts, self.lm_head]) + self.embed[0].nbytes
+        head = self.lm_head.nbytes * self.vocab // (self.lm_head.shape[-1] * self.splits)
+        return sum(t.nbytes for t in parts) + head + self.embed[0].nbytes
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """RMSNorm / sqrt(dim) in three ops: x / sqrt(sum x^2 + dim * eps); sqrt(dim) and the norm weights are
         folded into the matrices that follow (or into `weight`, for Qwen3's per-head norms)."""
         x = x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True).add_(x.shape[-1] * self.eps))
         return x if weight is None else x * weight
+
+    def _mm(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x (T, in) @ W (+ bias) in this decoder's kernel."""
+        if self.splits > 1:  # (splits, T, out / splits) -> (T, out)
+            y = torch.bmm(x.expand(self.splits, *x.shape), w).transpose(0, 1).reshape(x.shape[0], -1)
+            return y if bias is None else y.add_(bias)
+        return x @ w if bias is None else torch.addmm(bias, x, w)
+
+    def _mm_add(self, residual: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """residual + x @ W (the add fused into `addmm` on the unsplit kernel)."""
+        if self.splits > 1:
+            return self._mm(x, w).add_(residual)
+        return torch.addmm(residual, x, w)
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits of the last position after feeding ids (1, T) at the current position; fills the cache."""
@@ -126,7 +165,7 @@ class LeanDecoder:
         h = self.embed[ids[0]]
         for i, L in enumerate(self.layers):
             x = self._norm(h)
-            qkv = (x @ L.qkv if L.qkv_bias is None else torch.addmm(L.qkv_bias, x, L.qkv)).view(T, nh + 2 * kv, hd)
+            qkv = self._mm(x, L.qkv, L.qkv_bias).view(T, nh + 2 * kv, hd)
             qk, v = qkv[:, : nh + kv], qkv[:, nh + kv:]
             if L.q_norm is not None:
                 qk = torch.cat([self._norm(qk[:, :nh], L.q_norm), self._norm(qk[:, nh:], L.k_norm)], 1)
@@ -143,11 +182,11 @@ class LeanDecoder:
                 att = F.scaled_dot_product_attention(qk[:, :nh].transpose(0, 1), keys.repeat_interleave(rep, 0),
                                                      values.repeat_interleave(rep, 0), attn_mask=mask)
                 att = att.transpose(0, 1).reshape(T, nh * hd)
-            h = torch.addmm(h, att, L.o)
-            g, u = (self._norm(h) @ L.gate_up).chunk(2, -1)
-            h = torch.addmm(h, F.silu(g) * u, L.down)
+            h = self._mm_add(h, att, L.o)
+            g, u = self._mm(self._norm(h), L.gate_up).chunk(2, -1)
+            h = self._mm_add(h, F.silu(g) * u, L.down)
         self.pos = end
-        return self._norm(h[-1:]) @ self.lm_head
+        return self._mm(self._norm(h[-1:]), self.lm_head)[:, : self.vocab]
 
     @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
