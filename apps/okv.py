@@ -24,7 +24,7 @@ from andes_lib import kv
 from andes_lib.kv.plots import kept_share
 from andes_lib.kv.sweep import prepare
 
-MAX_NEW_TOKENS = {"decisions": 48, "lookup": 16, "multidoc": 4, "custom": 48}
+MAX_NEW_TOKENS = {"restate": 48, "decisions": 48, "lookup": 16, "multidoc": 4, "custom": 48}
 MAX_PROMPT_CHARS = 12_000
 
 
@@ -94,7 +94,7 @@ def build_app(model=None, tokenizer=None) -> gr.Blocks:
                     "share of prompt KV to evict. The prompt is prefilled once; the evicted cache then answers "
                     "through `generate`. OKV here is our re-creation of the paper's method.")
         with gr.Row():
-            task = gr.Dropdown(list(kv.TASKS), value="decisions", label="task")
+            task = gr.Dropdown(list(kv.TASKS), value="restate", label="task")
             seed = gr.Number(0, precision=0, label="sample seed")
             load = gr.Button("Load example")
         document = gr.Textbox(lines=8, label="document", max_lines=16)

@@ -129,11 +129,37 @@ def test_unknown_policy_and_too_high_ratio_are_refused(text_prefill, image_prefi
         kv.make_samples("summary", 2)
 
 
+@pytest.fixture(scope="module")
+def restate_prefill(nano):
+    model, proc = nano
+    sample = kv.make_samples("restate", 1, seed=0, scale=0.75)[0]
+    ids, start = encode(proc.tokenizer, sample)
+    return kv.prefill(model, ids, kv.make_layout(proc.tokenizer, ids, start))
+
+
+def test_okv_keeps_whole_paragraphs_ranked_once_for_the_model(restate_prefill) -> None:
+    pre, layout = restate_prefill, restate_prefill.layout
+    kept = kv.kept_positions(pre, "okv", 0.5)
+    first = kept[0][0]
+    assert all(torch.equal(row, first) for idx in kept for row in idx)  # one ranking: every layer and head agree
+    doc = ~layout.question & (torch.arange(layout.length) >= 4)  # outside the protected question and sinks
+    mask = torch.zeros(layout.length, dtype=torch.bool)
+    mask[first] = True
+    partial = [int(p) for p in layout.paragraphs[doc].unique() if 0 < mask[doc & (layout.paragraphs == p)].float().mean() < 1]
+    assert len(partial) <= 1  # whole paragraphs, save the one the budget cuts
+    peak = torch.stack([s["question_peak"] for s in pre.scores]).mean((0, 1))
+    assert torch.allclose(pre.scores[0]["question_peak_model"][0], peak)
+    assert all((s["question_peak"] <= s["question"] + 1e-6).all() for s in pre.scores)  # a max within a sum
+
+
 def test_tasks_are_reproducible_and_scored() -> None:
     for task in kv.TASKS:
         a, b = kv.make_samples(task, 2, seed=3), kv.make_samples(task, 2, seed=3)
         assert a == b and a[0] != a[1]
         assert score(a[0].answer, a[0]) == 1.0
+    restate = kv.make_samples("restate", 1)[0]
+    assert f"{restate.prime} {restate.answer}" in restate.document  # the reference is the asked paragraph's rest
+    assert restate.prime.split(" works")[0] in restate.question
     lookup = kv.make_samples("lookup", 1)[0]
     assert lookup.answer in lookup.document and score("The code is 1", lookup) == 0.0
     assert score(f"The code is {lookup.answer}.", lookup) == 1.0

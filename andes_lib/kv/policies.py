@@ -10,9 +10,11 @@ the comparison is about the document. The three published baselines:
 - ``snapkv`` (Li et al. 2024): the last `window` tokens, plus, per head, the positions the window attends to
   most after max-pooling (kernel 7), so neighbours of a hit come along.
 
-``okv`` is our re-creation (the paper does not publish OKV's internals): prompt-aware scores from the
-question's own queries, pooled over whole sentences so the kept text stays readable, per KV head; the
-question, the attention sinks and the image boundary tokens are never evicted.
+``okv`` is our re-creation (the paper does not publish OKV's internals): a prompt-aware score, the most
+attention any question token gives a position, averaged over every layer and head (one ranking for the whole
+model: per-head question attention of a 135M model misses the asked-about text in most heads) and over whole
+paragraphs, then sentences, then tokens (to break ties), so the kept text stays whole and readable; the question,
+the attention sinks and the image boundary tokens are never evicted.
 """
 
 from __future__ import annotations
@@ -71,16 +73,20 @@ def snapkv(scores: dict[str, torch.Tensor], layout: PromptLayout, keep: int) -> 
     return pooled, _recent(layout.length, WINDOW)
 
 
+def _span_mean(token: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
+    """Each position's score replaced by the mean score of its span (kv_heads, length)."""
+    n = int(spans.max()) + 1
+    total = torch.zeros(token.shape[0], n).index_add_(1, spans, token)
+    count = torch.zeros(n).index_add_(0, spans, torch.ones(spans.numel()))
+    return (total / count)[:, spans]
+
+
 def okv(scores: dict[str, torch.Tensor], layout: PromptLayout, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ours: the question's attention averaged over each sentence, so whole informative sentences are kept."""
-    token = scores["question"]
-    seg = layout.segments
-    n_seg = int(seg.max()) + 1
-    total = torch.zeros(token.shape[0], n_seg).index_add_(1, seg, token)
-    count = torch.zeros(n_seg).index_add_(0, seg, torch.ones(layout.length))
-    sentence = (total / count)[:, seg]
-    # ties inside a sentence are broken by the token's own score
-    return sentence + 1e-6 * token, _sinks(layout.length) | layout.boundaries
+    """Ours: the question's peak attention (model-wide) averaged over each paragraph, so whole informative
+    paragraphs are kept; inside the paragraph the budget cuts, sentences and then tokens rank by their own mean."""
+    token = scores["question_peak_model"]
+    score = (_span_mean(token, layout.paragraphs) + 1e-3 * _span_mean(token, layout.segments) + 1e-6 * token)
+    return score, _sinks(layout.length) | layout.boundaries
 
 
 Policy = Callable[[dict[str, torch.Tensor], PromptLayout, int], tuple[torch.Tensor, torch.Tensor]]

@@ -6,7 +6,9 @@ head, how much attention each cached position receives from three groups of quer
 
 - ``all``: every query (H2O's accumulated attention),
 - ``window``: the last `window` queries (SnapKV's observation window),
-- ``question``: the question's own tokens (our OKV's prompt-aware score).
+- ``question``: the question's own tokens,
+- ``question_peak``: the most any one question token gives it (a name in the question finds its mentions),
+  and ``question_peak_model``, its mean over every layer and query head (our OKV ranks paragraphs by it).
 
 Every policy and ratio is then applied to copies of this one cache; the last prompt token is fed by
 `generate`, so even the first answer token is computed on the compressed cache.
@@ -22,6 +24,7 @@ from torch import nn
 from transformers import DynamicCache
 
 SEGMENT_BREAKS = (".", "\n", "?", "!", ";")
+PARAGRAPH_BREAKS = ("\n",)
 
 
 @dataclass
@@ -33,6 +36,7 @@ class PromptLayout:
     boundaries: torch.Tensor  # image boundary tokens (<img>, </img>): OKV never evicts them
     visual: torch.Tensor  # visual placeholder tokens
     segments: torch.Tensor  # long: sentence index of each position
+    paragraphs: torch.Tensor  # long: paragraph (line or block) index of each position
 
 
 @dataclass
@@ -66,9 +70,14 @@ def make_layout(tokenizer, input_ids: torch.Tensor, question_start: int,
     boundaries = torch.isin(ids, torch.tensor(boundary_ids, dtype=ids.dtype)) if boundary_ids else torch.zeros_like(question)
     visual = ids == vocab[visual_token] if visual_token in vocab else torch.zeros_like(question)
     pieces = tokenizer.batch_decode(ids.view(-1, 1))
-    ends = torch.tensor([any(b in p for b in SEGMENT_BREAKS) for p in pieces], dtype=torch.long)
-    segments = torch.cumsum(ends, 0) - ends  # a break token closes its own segment
-    return PromptLayout(length, question, boundaries, visual, segments)
+    return PromptLayout(length, question, boundaries, visual, _spans(pieces, SEGMENT_BREAKS),
+                        _spans(pieces, PARAGRAPH_BREAKS))
+
+
+def _spans(pieces: list[str], breaks: tuple[str, ...]) -> torch.Tensor:
+    """Index of the span (sentence, paragraph) each token belongs to; a break token closes its own span."""
+    ends = torch.tensor([any(b in p for b in breaks) for p in pieces], dtype=torch.long)
+    return torch.cumsum(ends, 0) - ends
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -96,7 +105,7 @@ def _column_scores(module: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, s
     q = (q * cos.unsqueeze(1) + _rotate_half(q) * sin.unsqueeze(1))[0].float()  # (H, T, d)
     k = keys[0].float().repeat_interleave(module.num_key_value_groups, dim=0)  # (H, T, d)
     heads = q.shape[0]
-    sums = {name: torch.zeros(heads, length) for name in ("all", "window", "question")}
+    sums = {name: torch.zeros(heads, length) for name in ("all", "window", "question", "question_peak")}
     cols = torch.arange(length)
     for start in range(0, length, chunk):
         rows = torch.arange(start, min(start + chunk, length))
@@ -105,7 +114,10 @@ def _column_scores(module: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, s
         probs = logits.softmax(-1)  # (H, r, T)
         sums["all"] += probs.sum(1)
         sums["window"] += probs[:, rows >= length - window].sum(1)
-        sums["question"] += probs[:, question[rows]].sum(1)
+        asked = probs[:, question[rows]]
+        sums["question"] += asked.sum(1)
+        if asked.shape[1]:
+            sums["question_peak"] = torch.maximum(sums["question_peak"], asked.amax(1))
     kv_heads = keys.shape[1]
     return {name: s.view(kv_heads, -1, length).mean(1) for name, s in sums.items()}
 
@@ -140,4 +152,7 @@ def prefill(model: nn.Module, input_ids: torch.Tensor, layout: PromptLayout, win
     finally:
         for h in handles:
             h.remove()
+    peak = torch.stack([s["question_peak"] for s in scores]).mean((0, 1))  # one ranking for the whole model
+    for s in scores:
+        s["question_peak_model"] = peak.expand_as(s["question_peak"]).clone()
     return Prefill(input_ids, cache, scores, layout, time.perf_counter() - start)

@@ -1,9 +1,13 @@
 """Long-context text tasks for KV-cache eviction (report §4, OKV), generated here with their answers.
 
-Three kinds, each a document of 1-2k tokens followed by a question, so one prefill serves every policy:
+Four kinds, each a document of about 1k tokens (`scale` grows it) followed by a question, so one prefill serves
+every policy:
 
+- ``restate`` (Rouge-1, the paper's metric): profiles of people, one paragraph each; the model restates the
+  paragraph about one of them, word for word, scored by Rouge-1 against it.
 - ``decisions`` (Rouge-1): meeting minutes where a few sentences record decisions among small talk;
-  the model lists the decisions, scored by Rouge-1 against them (the paper scores OKV with Rouge-1).
+  the model lists the decisions, scored by Rouge-1 against them. The 135M model does this poorly even with the
+  whole cache, and dropping the small talk can raise its score: a harder, noisier Rouge task.
 - ``lookup`` (contains): 56 `city -> five-digit code` lines; the model returns one code. A
   needle task: every line looks alike, so evicting the one that matters loses the answer.
 - ``multidoc`` (contains): several short biographies; the model answers a question about one person.
@@ -19,7 +23,7 @@ import torch
 
 from ..eval.metrics import rouge1
 
-TASKS = ("decisions", "lookup", "multidoc")
+TASKS = ("restate", "decisions", "lookup", "multidoc")
 
 NAMES = ["Anna", "Ben", "Carla", "David", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas", "Karin", "Leo",
          "Mira", "Nils", "Olga", "Paul", "Rosa", "Sven", "Tara", "Victor"]
@@ -39,6 +43,9 @@ PETS = ["a grey cat", "two dogs", "a parrot", "a tortoise", "three goldfish", "a
 TOPICS = ["the new website", "the office move", "the summer party", "the budget for next year", "the client survey",
           "the training plan", "the printer contract", "the hiring process", "the product launch", "the team lunch",
           "the security audit", "the holiday schedule"]
+LANGUAGES = ["Italian", "Japanese", "Polish", "Greek", "Finnish", "Portuguese"]
+COLLECTIONS = ["stamps", "old maps", "vinyl records", "seashells", "tin toys", "postcards"]
+INSTRUMENTS = ["trumpet", "tuba", "trombone", "accordion", "cello", "banjo"]
 DECISIONS = [
     "The team decided to launch the new website on the first of March.",
     "The team decided to hire two more engineers before the summer.",
@@ -97,8 +104,50 @@ def score(prediction: str, sample: Sample) -> float:
     return float(re.search(rf"\b{re.escape(sample.answer.lower())}\b", prediction.lower()) is not None)
 
 
-def _person(rng: random.Random) -> str:
-    return f"{rng.choice(NAMES)} {rng.choice(SURNAMES)}"
+def _people(rng: random.Random, n: int) -> list[str]:
+    """`n` distinct full names."""
+    people: list[str] = []
+    while len(people) < n:
+        person = f"{rng.choice(NAMES)} {rng.choice(SURNAMES)}"
+        if person not in people:
+            people.append(person)
+    return people
+
+
+def _biography(rng: random.Random, person: str, city: str) -> str:
+    """Four sentences about `person`; only the first and the fourth name them."""
+    job, hobby, pet, first = rng.choice(JOBS), rng.choice(HOBBIES), rng.choice(PETS), person.split()[0]
+    return (f"{person} works as a {job} and lives in {city}. In the evenings {first} enjoys {hobby} and spends "
+            f"weekends with friends. At home there is {pet}. Friends describe {first} as calm, curious and always on "
+            f"time, and the neighbours know the {job} well.")
+
+
+def _profile(rng: random.Random, person: str, city: str) -> str:
+    """A paragraph about `person`: one fixed sentence pattern, eight facts particular to them."""
+    first = person.split()[0]
+    return (f"{person} works as a {rng.choice(JOBS)} and lives in {city}. In the evenings {first} enjoys "
+            f"{rng.choice(HOBBIES)}, and at weekends {first} plays the {rng.choice(INSTRUMENTS)} with friends. At home "
+            f"{first} keeps {rng.choice(PETS)} and is learning {rng.choice(LANGUAGES)}. {first} collects "
+            f"{rng.choice(COLLECTIONS)} and dreams of a long trip to {rng.choice(CITIES)}.")
+
+
+def restate(rng: random.Random, n_docs: int = 16) -> Sample:
+    """`n_docs` profiles of people with distinct first names, one paragraph each; the model restates one of them.
+
+    The answer is started for the model ("Anna Berg works as a"), so the 135M model copies instead of inventing;
+    the reference is the rest of the paragraph. All paragraphs share one sentence pattern (the model copies it
+    reliably), so Rouge-1 of a paragraph copied from the wrong person is well above zero: read scores against the
+    full cache's.
+    """
+    if n_docs > len(NAMES):
+        raise ValueError(f"restate has {len(NAMES)} distinct first names, cannot build {n_docs} profiles")
+    people = [f"{n} {rng.choice(SURNAMES)}" for n in rng.sample(NAMES, n_docs)]
+    paragraphs = [_profile(rng, p, c) for p, c in zip(people, rng.sample(CITIES, n_docs), strict=True)]
+    target = rng.randrange(n_docs)
+    prime = f"{people[target]} works as a"
+    return Sample("restate", "Profiles of our volunteers.\n\n" + "\n\n".join(paragraphs),
+                  f"Repeat, word for word, the paragraph about {people[target]}.",
+                  paragraphs[target][len(prime):].strip(), "rouge1", prime=prime)
 
 
 def decisions(rng: random.Random, n_decisions: int = 3, n_chatter: int = 60) -> Sample:
@@ -131,19 +180,10 @@ def lookup(rng: random.Random, n_pairs: int = 56) -> Sample:
 
 def multidoc(rng: random.Random, n_docs: int = 16) -> Sample:
     """`n_docs` short biographies (distinct people); the question asks where one of them lives."""
-    people = []
-    while len(people) < n_docs:
-        p = _person(rng)
-        if p not in people:
-            people.append(p)
-    docs = []
+    people = _people(rng, n_docs)
     homes = rng.sample(CITIES, n_docs)
-    for i, (person, city) in enumerate(zip(people, homes, strict=True)):
-        job, hobby, pet = rng.choice(JOBS), rng.choice(HOBBIES), rng.choice(PETS)
-        docs.append(
-            f"Document {i + 1}. {person} works as a {job} and lives in {city}. In the evenings {person.split()[0]} "
-            f"enjoys {hobby} and spends weekends with friends. At home there is {pet}. Friends describe "
-            f"{person.split()[0]} as calm, curious and always on time, and the neighbours know the {job} well.")
+    docs = [f"Document {i + 1}. {_biography(rng, person, city)}"
+            for i, (person, city) in enumerate(zip(people, homes, strict=True))]
     target = rng.randrange(n_docs)
     question = f"In which city does {people[target]} live?"
     # the question also opens the prompt: the 135M model finds the person far more often that way
@@ -151,10 +191,11 @@ def multidoc(rng: random.Random, n_docs: int = 16) -> Sample:
                   prime=f"{people[target]} lives in")
 
 
-GENERATORS = {"decisions": decisions, "lookup": lookup, "multidoc": multidoc}
+GENERATORS = {"restate": restate, "decisions": decisions, "lookup": lookup, "multidoc": multidoc}
 
 
-SIZES = {"decisions": ("n_chatter", 60), "lookup": ("n_pairs", 56), "multidoc": ("n_docs", 16)}
+SIZES = {"restate": ("n_docs", 16), "decisions": ("n_chatter", 60), "lookup": ("n_pairs", 56),
+         "multidoc": ("n_docs", 16)}
 
 
 def make_samples(task: str, n: int, seed: int = 0, scale: float = 1.0) -> list[Sample]:
