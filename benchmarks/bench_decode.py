@@ -5,7 +5,7 @@
 
 For each thread count: copy and read bandwidth (the roofline takes the higher), then `generate()`, the plain loop
 on the transformers cache at fp32 and bf16, and the fp32 `LeanDecoder` on both of its GEMV kernels (contiguous
-matmul, and column blocks as one batched GEMM across threads). The roofline of a row is bandwidth / the bytes
+matmul, and blocks of input rows as one batched GEMM across threads). The roofline of a row is bandwidth / the bytes
 that row reads per token (its weights at their dtype + its KV cache), at its own thread count and at the machine's
 best bandwidth over all thread counts (the stricter figure). Other processes share the machine: compare
 rows of one run, as ratios. Nothing here is a timed test.

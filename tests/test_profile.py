@@ -63,7 +63,7 @@ def test_measure_decode_matches_greedy_generate() -> None:
 
 def _tiny(kind: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    common = dict(vocab_size=97, hidden_size=32, intermediate_size=64,  # odd vocabulary: "split" pads the head
+    common = dict(vocab_size=97, hidden_size=32, intermediate_size=64,
                   num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=64)
     if kind == "llama":

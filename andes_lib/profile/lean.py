@@ -11,9 +11,9 @@ This decoder reads the model's own weights once into a decode-friendly layout an
 - a static KV cache (preallocated, written in place: no concatenation), rotary tables computed once and applied
   to queries and keys in one pass; attention of the new token as two batched GEMVs per KV group (GQA, no mask);
 - `kernel="split"`: MKL runs a one-row GEMV on one thread, so a second core adds nothing to it. Each matrix is
-  stored as `splits` column blocks, (splits, in, out / splits), and the GEMV becomes one batched GEMM whose batch
-  entries run on different threads: two cores stream about 1.45x the bytes per second of one
-  (`benchmarks/bench_decode.py` measures the kernels side by side).
+  stored as `splits` blocks of its input rows, (splits, in / splits, out), and the GEMV becomes one batched GEMM
+  (each block times its slice of x, on its own thread) plus a sum of the partial products: two cores stream about
+  1.5x the bytes per second of one (`benchmarks/bench_decode.py` measures the kernels side by side).
 
 Same math as transformers' eager/SDPA forward, in a different order of floating-point sums: greedy tokens match
 `generate()` (tested) unless two logits tie to within rounding.
@@ -32,7 +32,7 @@ KERNELS = ("matmul", "split")
 
 
 @dataclass
-class _Layer:  # matrices as (in, out) for kernel "matmul", (splits, in, out / splits) for "split"
+class _Layer:  # matrices as (in, out) for kernel "matmul", (splits, in / splits, out) for "split"
     qkv: torch.Tensor  # (hidden, (heads + 2 kv_heads) * head_dim), the input norm's weight folded into its rows
     qkv_bias: torch.Tensor | None
     q_norm: torch.Tensor | None  # Qwen3: RMSNorm over the head dimension before rotary
@@ -52,17 +52,14 @@ def _language_model(model: nn.Module) -> nn.Module:
     return inner
 
 
-def _matrix(w: torch.Tensor, dtype: torch.dtype, splits: int, pad: bool = False) -> torch.Tensor:
-    """An (out, in) weight as (in, out), contiguous; with splits > 1 as (splits, in, out / splits) column blocks,
-    `pad` adding zero columns (outputs the caller slices off) where out does not divide."""
+def _matrix(w: torch.Tensor, dtype: torch.dtype, splits: int) -> torch.Tensor:
+    """An (out, in) weight as (in, out), contiguous; with splits > 1 as (splits, in / splits, out) row blocks."""
     wt = w.detach().to(dtype).t()
     if splits == 1:
         return wt.contiguous()
-    if wt.shape[1] % splits:
-        if not pad:
-            raise ValueError(f"a matrix with {wt.shape[1]} outputs does not split into {splits} equal column blocks")
-        wt = F.pad(wt, (0, splits - wt.shape[1] % splits))
-    return wt.reshape(wt.shape[0], splits, -1).transpose(0, 1).contiguous()
+    if wt.shape[0] % splits:
+        raise ValueError(f"a matrix with {wt.shape[0]} inputs does not split into {splits} equal row blocks")
+    return wt.reshape(splits, -1, wt.shape[1]).contiguous()
 
 
 class LeanDecoder:
@@ -70,7 +67,7 @@ class LeanDecoder:
 
     `prefill(ids)` returns the first greedy token, `step(token)` the next one; `generate(ids, n)` does both.
     The snapshot is taken at construction: rebuild the decoder after changing the model's weights. `kernel` picks
-    the GEMV: "matmul" (contiguous `x @ W`) or "split" (`splits` column blocks as one batched GEMM, one per thread).
+    the GEMV: "matmul" (contiguous `x @ W`) or "split" (`splits` row blocks as one batched GEMM, one per thread).
     """
 
     def __init__(self, model: nn.Module, max_len: int = 2048, dtype: torch.dtype | None = None,
@@ -97,8 +94,7 @@ class LeanDecoder:
             raise ValueError("LeanDecoder needs a bias-free linear LM head")
         root = cfg.hidden_size**0.5  # `_norm` leaves RMSNorm's sqrt(dim) factor to the weights
         norm = lm.norm.weight.detach().float() * root
-        self.vocab = head.weight.shape[0]  # final norm folded in: one GEMV (zero-padded columns sliced off)
-        self.lm_head = _matrix(head.weight.float() * norm, dtype, self.splits, pad=True)
+        self.lm_head = _matrix(head.weight.float() * norm, dtype, self.splits)  # final norm folded in: one GEMV
         self.scale = self.head_dim**-0.5
         self.layers: list[_Layer] = []
         for layer in lm.layers:
@@ -128,12 +124,10 @@ class LeanDecoder:
         self.pos = 0
 
     def weight_bytes(self) -> int:
-        """Bytes one decode step streams: every matrix and norm, the LM head once (without its zero padding), one
-        embedding row."""
+        """Bytes one decode step streams: every matrix and norm, the LM head once, one embedding row."""
         parts = [t for L in self.layers for t in (L.qkv, L.qkv_bias, L.q_norm, L.k_norm, L.o, L.gate_up, L.down)
                  if t is not None]
-        head = self.lm_head.nbytes * self.vocab // (self.lm_head.shape[-1] * self.splits)
-        return sum(t.nbytes for t in parts) + head + self.embed[0].nbytes
+        return sum(t.nbytes for t in [*parts, self.lm_head]) + self.embed[0].nbytes
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """RMSNorm / sqrt(dim) in three ops: x / sqrt(sum x^2 + dim * eps); sqrt(dim) and the norm weights are
@@ -143,8 +137,8 @@ class LeanDecoder:
 
     def _mm(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x (T, in) @ W (+ bias) in this decoder's kernel."""
-        if self.splits > 1:  # (splits, T, out / splits) -> (T, out)
-            y = torch.bmm(x.expand(self.splits, *x.shape), w).transpose(0, 1).reshape(x.shape[0], -1)
+        if self.splits > 1:  # x's column blocks (splits, T, in / splits) times W's row blocks, partial sums added
+            y = torch.bmm(x.view(x.shape[0], self.splits, -1).transpose(0, 1), w).sum(0)
             return y if bias is None else y.add_(bias)
         return x @ w if bias is None else torch.addmm(bias, x, w)
 
@@ -186,7 +180,7 @@ class LeanDecoder:
             g, u = self._mm(self._norm(h), L.gate_up).chunk(2, -1)
             h = self._mm_add(h, F.silu(g) * u, L.down)
         self.pos = end
-        return self._mm(self._norm(h[-1:]), self.lm_head)[:, : self.vocab]
+        return self._mm(self._norm(h[-1:]), self.lm_head)
 
     @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
