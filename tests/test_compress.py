@@ -231,3 +231,18 @@ def test_distillation_student_holds_the_stored_weights_of_matrices_it_does_not_t
     w = dict(model.named_parameters())[name]
     expected = dequantize_matrix(quantize_matrix(w, parse_scheme("int4-g64")), parse_scheme("int4-g64"), *w.shape)
     assert torch.equal(dict(student.named_parameters())[name], expected)
+
+
+def test_chat_calibration_windows_carry_the_template() -> None:
+    from andes_lib.compress import chat_chunks, text_chunks
+    from andes_lib.model.smol import load_smol_tokenizer
+
+    tok = load_smol_tokenizer()
+    chat = chat_chunks(tok, 3, 64, seed=2)
+    assert len(chat) == 3 and all(c.shape == (1, 64) for c in chat)
+    start = tok.convert_tokens_to_ids("<|im_start|>")
+    assert all(int((c == start).sum()) >= 1 for c in chat)  # every window holds turns of the template
+    assert not any(int((c == start).sum()) for c in text_chunks(tok, 3, 64, seed=2))
+    assert torch.equal(chat_chunks(tok, 3, 64, seed=2)[1], chat[1])  # reproducible
+    with pytest.raises(ValueError, match="n_chunks"):
+        chat_chunks(tok, 0, 64)

@@ -13,7 +13,7 @@ from .gptq import gptq_batch, gptq_model, gptq_quantize, input_hessians
 from .packed_file import (FORMAT, PackedFile, count_weights, file_bpw, load_packed, load_packed_state,
                           read_metadata, save_packed)
 from .packing import pack_codes, pack_trits, unpack_codes, unpack_trits
-from .quality import evaluate_lm, text_chunks, top1_predictions
+from .quality import chat_chunks, evaluate_lm, text_chunks, top1_predictions
 from .sweep import PAPER_BPW, YARDSTICKS, answer, load_language_model, sweep_point
 from .schemes import Scheme, dequantize_matrix, parse_scheme, quantize_matrix
 
@@ -21,7 +21,7 @@ __all__ = [
     "Allocation", "allocate", "sensitivity_table", "activation_importance", "distill_scales", "gptq_batch",
     "gptq_model", "gptq_quantize", "input_hessians", "FORMAT", "PackedFile",
     "count_weights", "file_bpw", "load_packed", "load_packed_state", "read_metadata", "save_packed",
-    "pack_codes", "pack_trits", "unpack_codes", "unpack_trits", "evaluate_lm", "text_chunks",
+    "pack_codes", "pack_trits", "unpack_codes", "unpack_trits", "evaluate_lm", "text_chunks", "chat_chunks",
     "top1_predictions", "PAPER_BPW", "YARDSTICKS", "answer", "load_language_model", "sweep_point", "Scheme",
     "dequantize_matrix", "parse_scheme", "quantize_matrix",
 ]

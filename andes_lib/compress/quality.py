@@ -19,16 +19,34 @@ from ..data.corpus import corpus_texts
 
 def text_chunks(tokenizer: PreTrainedTokenizerBase, n_chunks: int, seq_len: int, seed: int = 1) -> list[torch.Tensor]:
     """`n_chunks` windows of `seq_len` tokens (each a (1, seq_len) tensor) of shuffled project-generated text."""
+    texts = _shuffled_texts(n_chunks, seq_len, seed, per_domain=120)
+    return _windows(tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"], n_chunks, seq_len)
+
+
+def chat_chunks(tokenizer: PreTrainedTokenizerBase, n_chunks: int, seq_len: int, seed: int = 2) -> list[torch.Tensor]:
+    """Like `text_chunks`, but the text is chat turns: consecutive project texts as a user message and the assistant's
+    reply, in the tokenizer's chat template. Calibrating on them keeps the template's tokens in the distribution a
+    recovery learns (a model distilled on prose alone forgets how an answer starts)."""
+    texts = _shuffled_texts(n_chunks, seq_len, seed, per_domain=60)
+    turns = [tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                                           tokenize=False) for q, a in zip(texts[::2], texts[1::2])]
+    return _windows(tokenizer("".join(turns), add_special_tokens=False)["input_ids"], n_chunks, seq_len)
+
+
+def _shuffled_texts(n_chunks: int, seq_len: int, seed: int, per_domain: int) -> list[str]:
     if n_chunks < 1 or seq_len < 2:
         raise ValueError(f"need n_chunks >= 1 and seq_len >= 2, got {n_chunks}, {seq_len}")
-    need = n_chunks * seq_len
-    texts = corpus_texts(n_per_domain=max(4, need // 120), seed=seed)
+    texts = corpus_texts(n_per_domain=max(4, n_chunks * seq_len // per_domain), seed=seed)
     random.Random(seed).shuffle(texts)
-    ids = tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
+    return texts
+
+
+def _windows(ids: list[int], n_chunks: int, seq_len: int) -> list[torch.Tensor]:
+    """The first n_chunks * seq_len ids as (1, seq_len) windows."""
+    need = n_chunks * seq_len
     if len(ids) < need:
         raise ValueError(f"generated text gave {len(ids)} tokens, {need} needed")
-    ids_t = torch.tensor(ids[:need])
-    return list(ids_t.reshape(n_chunks, 1, seq_len))
+    return list(torch.tensor(ids[:need]).reshape(n_chunks, 1, seq_len))
 
 
 @torch.inference_mode()
