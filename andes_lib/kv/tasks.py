@@ -115,7 +115,7 @@ def _people(rng: random.Random, n: int) -> list[str]:
 
 
 def _biography(rng: random.Random, person: str, city: str) -> str:
-    """Four sentences about `person`; only the first and the fourth name them."""
+    """Four sentences about `person` (the multidoc task's documents)."""
     job, hobby, pet, first = rng.choice(JOBS), rng.choice(HOBBIES), rng.choice(PETS), person.split()[0]
     return (f"{person} works as a {job} and lives in {city}. In the evenings {first} enjoys {hobby} and spends "
             f"weekends with friends. At home there is {pet}. Friends describe {first} as calm, curious and always on "

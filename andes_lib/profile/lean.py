@@ -83,7 +83,7 @@ class LeanDecoder:
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise ValueError(f"LeanDecoder implements SiLU MLPs, not {cfg.hidden_act!r}")
         dtype = dtype or next(model.parameters()).dtype
-        self.dtype, self.max_len, self.kernel = dtype, max_len, kernel
+        self.dtype, self.max_len = dtype, max_len
         self.splits = splits if kernel == "split" else 1
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
