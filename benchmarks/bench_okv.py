@@ -19,7 +19,7 @@ from andes_lib.kv.sweep import answer_rows, prepare
 from andes_lib.kv.tasks import score
 from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer
 
-MAX_NEW_TOKENS = {"restate": 48, "decisions": 48, "lookup": 16, "multidoc": 4}
+MAX_NEW_TOKENS = {"restate": 48, "needle": 8, "decisions": 48, "lookup": 16, "multidoc": 4}
 
 
 def main() -> None:

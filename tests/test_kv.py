@@ -150,6 +150,22 @@ def test_okv_keeps_whole_paragraphs_ranked_once_for_the_model(restate_prefill) -
     peak = torch.stack([s["question_peak"] for s in pre.scores]).mean((0, 1))
     assert torch.allclose(pre.scores[0]["question_peak_model"][0], peak)
     assert all((s["question_peak"] <= s["question"] + 1e-6).all() for s in pre.scores)  # a max within a sum
+    usual = torch.stack([s["all"] for s in pre.scores]).mean((0, 1)) / torch.arange(layout.length, 0, -1)
+    lift = pre.scores[0]["question_lift_model"][0]
+    assert torch.allclose(lift, peak / (usual + 1e-6))
+
+
+def test_okv_keeps_the_asked_paragraph_whole_under_a_tight_budget(restate_prefill) -> None:
+    pre, layout = restate_prefill, restate_prefill.layout
+    lift = pre.scores[0]["question_lift_model"][0].masked_fill(layout.question, float("-inf"))
+    asked = layout.paragraphs == layout.paragraphs[lift.argmax()]
+    assert 8 < int(asked.sum()) < 0.2 * layout.length  # a real paragraph, and the budget below can hold it
+    kept = torch.zeros(layout.length, dtype=torch.bool)
+    kept[kv.kept_positions(pre, "okv", 0.75)[0][0]] = True
+    assert kept[asked].all()
+    h2o = torch.zeros(layout.length, dtype=torch.bool)
+    h2o[kv.kept_positions(pre, "h2o", 0.75)[0][0]] = True
+    assert h2o.sum() == kept.sum()
 
 
 def test_tasks_are_reproducible_and_scored() -> None:
@@ -160,6 +176,11 @@ def test_tasks_are_reproducible_and_scored() -> None:
     restate = kv.make_samples("restate", 1)[0]
     assert f"{restate.prime} {restate.answer}" in restate.document  # the reference is the asked paragraph's rest
     assert restate.prime.split(" works")[0] in restate.question
+    needle = kv.make_samples("needle", 1)[0]
+    assert needle.document.count(needle.answer) == 1 and score(f"is {needle.answer}.", needle) == 1.0
+    assert needle.document.split("\n\n")[0] == "Profiles of our volunteers."  # the needle never opens the text
+    people = [line.split(".")[1].split(" lives")[0].strip() for line in kv.make_samples("multidoc", 1)[0].document.split("\n")[2:]]
+    assert len({p.split()[0] for p in people}) == len({p.split()[1] for p in people}) == len(people) == 12
     lookup = kv.make_samples("lookup", 1)[0]
     assert lookup.answer in lookup.document and score("The code is 1", lookup) == 0.0
     assert score(f"The code is {lookup.answer}.", lookup) == 1.0

@@ -8,7 +8,10 @@ head, how much attention each cached position receives from three groups of quer
 - ``window``: the last `window` queries (SnapKV's observation window),
 - ``question``: the question's own tokens,
 - ``question_peak``: the most any one question token gives it (a name in the question finds its mentions),
-  and ``question_peak_model``, its mean over every layer and query head (our OKV ranks paragraphs by it).
+  and ``question_peak_model``, its mean over every layer and query head;
+- ``question_lift_model``: that peak divided by the mean attention the position receives from all the queries
+  that see it (model-wide): how much more the question looks at a position than the prompt usually does. Sinks and
+  line breaks draw attention from every query and score low; the asked-about name scores high. Our OKV ranks by it.
 
 Every policy and ratio is then applied to copies of this one cache; the last prompt token is fed by
 `generate`, so even the first answer token is computed on the compressed cache.
@@ -153,6 +156,10 @@ def prefill(model: nn.Module, input_ids: torch.Tensor, layout: PromptLayout, win
         for h in handles:
             h.remove()
     peak = torch.stack([s["question_peak"] for s in scores]).mean((0, 1))  # one ranking for the whole model
+    seen_by = torch.arange(layout.length, 0, -1, dtype=torch.float32)  # queries that attend to each position
+    usual = torch.stack([s["all"] for s in scores]).mean((0, 1)) / seen_by
+    lift = peak / (usual + 1e-6)
     for s in scores:
         s["question_peak_model"] = peak.expand_as(s["question_peak"]).clone()
+        s["question_lift_model"] = lift.expand_as(s["question_peak"]).clone()
     return Prefill(input_ids, cache, scores, layout, time.perf_counter() - start)

@@ -1,16 +1,18 @@
 """Long-context text tasks for KV-cache eviction (report §4, OKV), generated here with their answers.
 
-Four kinds, each a document of about 1k tokens (`scale` grows it) followed by a question, so one prefill serves
+Five kinds, each a document of about 1k tokens (`scale` grows it) followed by a question, so one prefill serves
 every policy:
 
 - ``restate`` (Rouge-1, the paper's metric): profiles of people, one paragraph each; the model restates the
   paragraph about one of them, word for word, scored by Rouge-1 against it.
+- ``needle`` (contains): the same profiles with one door code hidden among them; the model returns the code.
+  The retrieval task where question-blind eviction is known to fail.
+- ``multidoc`` (contains): short biographies of people with unique names; the model says where one of them lives.
 - ``decisions`` (Rouge-1): meeting minutes where a few sentences record decisions among small talk;
   the model lists the decisions, scored by Rouge-1 against them. The 135M model does this poorly even with the
   whole cache, and dropping the small talk can raise its score: a harder, noisier Rouge task.
-- ``lookup`` (contains): 56 `city -> five-digit code` lines; the model returns one code. A
-  needle task: every line looks alike, so evicting the one that matters loses the answer.
-- ``multidoc`` (contains): several short biographies; the model answers a question about one person.
+- ``lookup`` (contains): 56 `city -> five-digit code` lines; the model returns one code. Every line looks alike;
+  the 135M model finds the right one about one time in six even with the whole cache, so it says little.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 from ..eval.metrics import rouge1
 
-TASKS = ("restate", "decisions", "lookup", "multidoc")
+TASKS = ("restate", "needle", "decisions", "lookup", "multidoc")
 
 NAMES = ["Anna", "Ben", "Carla", "David", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas", "Karin", "Leo",
          "Mira", "Nils", "Olga", "Paul", "Rosa", "Sven", "Tara", "Victor", "Alice", "Bruno", "Clara", "Daniel",
@@ -117,10 +119,12 @@ def _people(rng: random.Random, n: int) -> list[str]:
 
 def _biography(rng: random.Random, person: str, city: str) -> str:
     """Four sentences about `person` (the multidoc task's documents)."""
-    job, hobby, pet, first = rng.choice(JOBS), rng.choice(HOBBIES), rng.choice(PETS), person.split()[0]
-    return (f"{person} works as a {job} and lives in {city}. In the evenings {first} enjoys {hobby} and spends "
-            f"weekends with friends. At home there is {pet}. Friends describe {first} as calm, curious and always on "
-            f"time, and the neighbours know the {job} well.")
+    first = person.split()[0]
+    return (f"{person} lives in {city} and works as a {rng.choice(JOBS)}. In the evenings {first} enjoys "
+            f"{rng.choice(HOBBIES)} and spends weekends with friends. At home there is {rng.choice(PETS)}. Friends "
+            f"describe {first} as calm, curious and always on time. Last summer {first} travelled to "
+            f"{rng.choice(CITIES)} by train and brought back a small gift for every neighbour. {first} is learning "
+            f"{rng.choice(LANGUAGES)}.")
 
 
 def _profile(rng: random.Random, person: str, city: str) -> str:
@@ -151,6 +155,17 @@ def restate(rng: random.Random, n_docs: int = 16) -> Sample:
                   paragraphs[target][len(prime):].strip(), "rouge1", prime=prime)
 
 
+def needle(rng: random.Random, n_docs: int = 16) -> Sample:
+    """The restate task's profiles with one needle, a door code, as its own paragraph at a random place; the
+    question asks for the code. Only the needle answers it, and nothing marks it as important before the question
+    arrives: the classic failure of question-blind eviction (StreamingLLM, H2O)."""
+    paragraphs = restate(rng, n_docs).document.split("\n\n")
+    code = str(rng.randint(10000, 99999))
+    paragraphs.insert(rng.randint(1, len(paragraphs)), f"The door code of the volunteer house is {code}.")
+    return Sample("needle", "\n\n".join(paragraphs), "What is the door code of the volunteer house?", code,
+                  "contains", prime="The door code of the volunteer house is")
+
+
 def decisions(rng: random.Random, n_decisions: int = 3, n_chatter: int = 60) -> Sample:
     """Meeting minutes: `n_decisions` "Decision:" lines among `n_chatter` "Comment:" lines of small talk."""
     kept = rng.sample(DECISIONS, n_decisions)
@@ -179,9 +194,14 @@ def lookup(rng: random.Random, n_pairs: int = 56) -> Sample:
     return Sample("lookup", document, question, codes[target], "contains")
 
 
-def multidoc(rng: random.Random, n_docs: int = 16) -> Sample:
-    """`n_docs` short biographies (distinct people); the question asks where one of them lives."""
-    people = _people(rng, n_docs)
+def multidoc(rng: random.Random, n_docs: int = 12) -> Sample:
+    """`n_docs` short biographies (no first name or surname twice); the question asks where one person lives.
+
+    Unique names matter to the 135M model: with surnames shared between documents it answered 25-50% of 8-12
+    prompts with the whole cache, against 75% here."""
+    if n_docs > len(SURNAMES):
+        raise ValueError(f"multidoc has {len(SURNAMES)} distinct surnames, cannot build {n_docs} documents")
+    people = [f"{n} {s}" for n, s in zip(rng.sample(NAMES, n_docs), rng.sample(SURNAMES, n_docs), strict=True)]
     homes = rng.sample(CITIES, n_docs)
     docs = [f"Document {i + 1}. {_biography(rng, person, city)}"
             for i, (person, city) in enumerate(zip(people, homes, strict=True))]
@@ -192,11 +212,11 @@ def multidoc(rng: random.Random, n_docs: int = 16) -> Sample:
                   prime=f"{people[target]} lives in")
 
 
-GENERATORS = {"restate": restate, "decisions": decisions, "lookup": lookup, "multidoc": multidoc}
+GENERATORS = {"restate": restate, "needle": needle, "decisions": decisions, "lookup": lookup, "multidoc": multidoc}
 
 
-SIZES = {"restate": ("n_docs", 16), "decisions": ("n_chatter", 60), "lookup": ("n_pairs", 56),
-         "multidoc": ("n_docs", 16)}
+SIZES = {"restate": ("n_docs", 16), "needle": ("n_docs", 16), "decisions": ("n_chatter", 60),
+         "lookup": ("n_pairs", 56), "multidoc": ("n_docs", 12)}
 
 
 def make_samples(task: str, n: int, seed: int = 0, scale: float = 1.0) -> list[Sample]:
