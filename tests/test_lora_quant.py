@@ -167,16 +167,16 @@ def test_task_contracts_score_strictly() -> None:
     assert TASKS["chart"].score("\\boxed{12}", "12.3", "relaxed") == 1.0
     assert TASKS["multilingual"].score("红色", "red", "exact") == 1.0
     assert TASKS["multilingual"].score("red", "red", "exact") == 0.0
-    scene = TASKS["scene_json"]
+    listed = TASKS["object_list"]
     caption = "a red circle, an orange star and a red circle"
-    assert scene.format(caption) == '{"objects": ["red circle", "orange star", "red circle"]}'
-    assert scene.score('{"objects": ["orange star", "red circle", "red circle"]}', caption, "rouge1") == 1.0
-    assert scene.score('{"objects": ["orange star", "red circle"]}', caption, "rouge1") == 0.0  # one missing
-    assert scene.score(caption, caption, "rouge1") == 0.0 and not scene.valid('{"objects": "red circle"}')
+    assert listed.format(caption) == "- red circle\n- orange star\n- red circle"
+    assert listed.score("- orange star\n- red circle\n- Red circle\n", caption, "rouge1") == 1.0  # any order
+    assert listed.score("- orange star\n- red circle", caption, "rouge1") == 0.0  # one missing
+    assert listed.score(caption, caption, "rouge1") == 0.0 and not listed.valid("- red circle\nand a star")
 
 
 def test_default_tasks_are_the_four_that_teach() -> None:
-    assert [t.name for t in get_tasks()] == ["scene_json", "gui", "chart", "multilingual"]
+    assert [t.name for t in get_tasks()] == ["object_list", "gui", "chart", "multilingual"]
     assert get_tasks(["ocr"])[0].domain == "text_rich"  # still available on request
 
 

@@ -5,7 +5,7 @@ domains, each with the output contract a phone feature would need, which the sha
 
 | task           | domain        | questions                        | the adapter must answer                       |
 |----------------|---------------|----------------------------------|-----------------------------------------------|
-| `scene_json`   | general_vqa   | "Describe the objects"           | JSON `{"objects": ["red circle", ...]}`       |
+| `object_list`  | general_vqa   | "Describe the objects"           | one object per line: `- red circle`           |
 | `ocr`          | text_rich     | all                              | JSON `{"text": "<reading>"}`                  |
 | `gui`          | gui           | grounding ("Where is ...?")      | a tap point `tap (x,y)` (0-1000 grid)         |
 | `chart`        | chart         | all                              | the final answer in `\\boxed{...}`             |
@@ -72,19 +72,15 @@ def _objects(caption: str) -> list[str]:
     return [re.sub(r"^(?:a|an)\s+", "", p.strip()) for p in parts if p.strip()]
 
 
-def _scene_json(caption: str) -> str:
-    return json.dumps({"objects": _objects(caption)})
+def _object_list(caption: str) -> str:
+    return "\n".join(f"- {o}" for o in _objects(caption))
 
 
-def _json_objects(output: str) -> str | None:
-    try:
-        value = json.loads(output.strip())
-    except ValueError:
+def _listed(output: str) -> str | None:
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    if not lines or not all(line.startswith("- ") for line in lines):
         return None
-    objects = value.get("objects") if isinstance(value, dict) else None
-    if not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
-        return None
-    return json.dumps(sorted(o.strip().lower() for o in objects))
+    return json.dumps(sorted(line[2:].strip().lower() for line in lines))
 
 
 def _same_objects(value: str, caption: str) -> float:
@@ -122,10 +118,9 @@ class AdapterTask:
 
 
 TASKS: dict[str, AdapterTask] = {t.name: t for t in (
-    AdapterTask("scene_json", "general_vqa",
-                "list the objects in the image as JSON {\"objects\": [...]} (for a screen reader or an automation)",
-                keep=lambda r: r["task"] == "caption", format=_scene_json, extract=_json_objects,
-                score_fn=_same_objects),
+    AdapterTask("object_list", "general_vqa",
+                "list the objects in the image, one per line ('- red circle'), for a screen reader or an automation",
+                keep=lambda r: r["task"] == "caption", format=_object_list, extract=_listed, score_fn=_same_objects),
     AdapterTask("ocr", "text_rich", "read signs, prices and receipts; reply as JSON {\"text\": ...}",
                 keep=lambda r: True, format=lambda a: json.dumps({"text": a}, ensure_ascii=False),
                 extract=_json_text),
@@ -139,8 +134,8 @@ TASKS: dict[str, AdapterTask] = {t.name: t for t in (
                 extract=lambda o: o.strip() or None, expected=_to_chinese),
 )}
 # how many raw samples of the domain give about one kept sample
-_OVERSAMPLE = {"scene_json": 6, "ocr": 1, "gui": 4, "chart": 1, "multilingual": 5}
-DEFAULT_TASKS: tuple[str, ...] = ("scene_json", "gui", "chart", "multilingual")
+_OVERSAMPLE = {"object_list": 8, "ocr": 1, "gui": 4, "chart": 1, "multilingual": 5}
+DEFAULT_TASKS: tuple[str, ...] = ("object_list", "gui", "chart", "multilingual")
 
 
 def get_tasks(names: Sequence[str] | None = None) -> list[AdapterTask]:
