@@ -44,8 +44,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`) the chapters run on one worker, in order (a chapter reuses the
-    artifacts its predecessors built), while the unit tests share the other workers."""
+    """Under pytest-xdist (`TEST_WORKERS=2`, `--dist loadgroup`) the chapters are grouped to run on one worker, in
+    order (a chapter reuses the artifacts its predecessors built). In one fresh-clone run 00 and 01 still landed on
+    the unit-test worker and a kernel start hung, which is why the mode is opt-in."""
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.xdist_group("notebooks"))
