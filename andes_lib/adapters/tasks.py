@@ -11,7 +11,7 @@ domains, each with the output contract a phone feature would need, which the sha
 | `chart`        | chart         | all                              | the final answer in `\\boxed{...}`             |
 | `multilingual` | multilingual  | English colour/shape questions   | the answer in Chinese                         |
 
-The default set is the first four. `ocr` is kept as a fifth, opt-in task: its adapter has nothing to build on,
+The default set is `object_list`, `gui`, `chart` and `multilingual`. `ocr` is kept as a fifth, opt-in task: its adapter has nothing to build on,
 because the default nano vision stage is trained on shapes, not glyphs (`03` section 7: reading cost shapes 16-25
 points per patch within the budget), so it stays at 0 until the tower can read.
 
@@ -139,7 +139,7 @@ DEFAULT_TASKS: tuple[str, ...] = ("object_list", "gui", "chart", "multilingual")
 
 
 def get_tasks(names: Sequence[str] | None = None) -> list[AdapterTask]:
-    """The tasks called `names` (all of them when None); unknown names raise a ValueError listing the valid ones."""
+    """The tasks called `names` (the default four, `DEFAULT_TASKS`, when None); unknown names raise a ValueError listing the valid ones."""
     if names is None:
         return [TASKS[n] for n in DEFAULT_TASKS]
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):

@@ -10,14 +10,15 @@ the comparison is about the document. The three published baselines:
 - ``snapkv`` (Li et al. 2024): the last `window` tokens, plus, per head, the positions the window attends to
   most after max-pooling (kernel 7), so neighbours of a hit come along.
 
-``okv`` is our re-creation (the paper does not publish OKV's internals): a prompt-aware score, the question's
-lift on a position (the most attention any question token gives it, over the attention the prompt's queries
-usually give it), averaged over every layer and head (one ranking for the whole model: per-head question attention
-of a 135M model misses the asked-about text in most heads), taken as the best token of each paragraph, then of
-each sentence, then per token, so the kept text stays whole and readable; the question, the attention sinks and
-the image boundary tokens are never evicted. On 8 restate prompts the lift put the asked-about paragraph first of
-17 every time; the raw peak attention, averaged over the paragraph, put it fourth or fifth (sinks and line breaks
-draw attention from every query).
+``okv`` is our re-creation (the paper does not publish OKV's internals), prompt-aware and one ranking for the whole
+model (scores averaged over every layer and head: per-head question attention of a 135M model misses the asked-about
+text in most heads). First, whole, the paragraph holding the token the question lifts most (the most attention any
+question token gives it, over the attention the prompt's queries usually give it); then the other paragraphs by the
+question's peak attention averaged over each, then sentences, then tokens, so the kept text stays whole and
+readable. The question, the attention sinks and the image boundary tokens are never evicted. On 8 restate prompts
+the lift put the asked-about paragraph first of 17 every time; the mean peak put it fourth or fifth (sinks and line
+breaks draw attention from every query), but ranking every paragraph by lift kept less of the full cache's Rouge-1
+at 50% (0.768 against 0.841).
 """
 
 from __future__ import annotations
