@@ -7,6 +7,7 @@ reach the notebooks too.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent
 # Executed notebook copies are not chapters (.venv is skipped by pytest's default norecursedirs).
 collect_ignore = ["runs", "build"]
 _RUN_KEY = pytest.StashKey[Path]()
+_KERNELS_KEY = pytest.StashKey[Path]()
 
 for _key, _value in {
     "HF_HUB_OFFLINE": "1",
@@ -32,24 +34,36 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Send every record()/artifact of this session to a temporary run directory."""
+    """Send every record()/artifact of this session to a temporary run directory; kernels over Unix sockets."""
     run = Path(tempfile.mkdtemp(prefix="andes-test-run-"))
     config.stash[_RUN_KEY] = run
     os.environ["ANDES_RUN_DIR"] = str(run)
+    config.stash[_KERNELS_KEY] = Path(tempfile.mkdtemp(prefix="andes-kernels-"))
+    _ipc_kernels(config.stash[_KERNELS_KEY])
+
+
+def _ipc_kernels(folder: Path) -> None:
+    """Every kernel this process starts (nbmake, papermill) talks over Unix sockets in a folder of its own.
+
+    Over TCP, jupyter_client picks free ports by binding and releasing them; two test processes starting kernels
+    at the same moment can pick the same port, and a client then waits forever on a kernel that is not its own
+    (one run here hung that way). Socket files in a private folder cannot collide."""
+    from nbclient import NotebookClient
+
+    create = NotebookClient.create_kernel_manager
+    started = itertools.count()
+
+    def create_kernel_manager(self: NotebookClient):  # type: ignore[no-untyped-def]
+        km = create(self)
+        km.transport = "ipc"
+        km.ip = str(folder / f"k{next(started)}")
+        return km
+
+    NotebookClient.create_kernel_manager = create_kernel_manager  # type: ignore[method-assign]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"ANDES_RUN_DIR: {config.stash[_RUN_KEY]} (kept only if the session fails)"
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`TEST_WORKERS=2`, `--dist loadgroup`) the chapters are grouped to run on one worker, in
-    order (a chapter reuses the artifacts its predecessors built). In one fresh-clone run 00 and 01 still landed on
-    the unit-test worker and a kernel start hung, which is why the mode is opt-in."""
-    for item in items:
-        if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -64,6 +78,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(session.config.stash[_KERNELS_KEY], ignore_errors=True)
     if exitstatus == 0:
         shutil.rmtree(session.config.stash[_RUN_KEY], ignore_errors=True)
 
