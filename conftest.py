@@ -67,9 +67,23 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Name an nbmake notebook's metrics after the notebook, as the batch runner does."""
+    """Name an nbmake notebook's metrics after the notebook, as the batch runner does; take the whole CPU once
+    the other half of `scripts/test.sh` has finished."""
+    _take_free_cores()
     if item.path.suffix == ".ipynb":
         os.environ["ANDES_NOTEBOOK"] = item.path.stem
+
+
+def _take_free_cores() -> None:
+    """`scripts/test.sh` runs two pytest processes with one thread each; the one still running when the other has
+    written its ANDES_TEST_DONE file gives its next tests (and the kernels they start) every core."""
+    peer = os.environ.get("ANDES_TEST_PEER_DONE")
+    if not peer or not os.path.exists(peer) or os.environ.get("OMP_NUM_THREADS") == str(os.cpu_count()):
+        return
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count())
+    torch.set_num_threads(os.cpu_count() or 1)
 
 
 def pytest_runtest_teardown(item: pytest.Item) -> None:
@@ -78,6 +92,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("ANDES_TEST_DONE"):
+        Path(os.environ["ANDES_TEST_DONE"]).touch()
     shutil.rmtree(session.config.stash[_KERNELS_KEY], ignore_errors=True)
     if exitstatus == 0:
         shutil.rmtree(session.config.stash[_RUN_KEY], ignore_errors=True)
