@@ -138,7 +138,8 @@ def build_app(checkpoint: str | Path | None = None, run_dir: str | Path | None =
             with gr.Column(scale=2):
                 chatbot = gr.Chatbot(label="Chat", height=440, elem_id="chat")
                 question = gr.Textbox(placeholder="Ask about the images, e.g. What colour is the star? / 有几个圆?",
-                                      label="Question", show_label=False, lines=1, max_lines=4)
+                                      label="Question", show_label=False, lines=1, max_lines=4,
+                                      elem_id="question")
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     clear = gr.Button("Clear chat")

@@ -303,6 +303,8 @@ def test_browser_submits_a_sample(app_url: str, chromium: str, tmp_path: Path) -
             page.goto(app_url)
             page.locator("#status").get_by_text("Ready").wait_for(timeout=60_000)
             page.locator("#examples img").first.click()
+            # the example fills the question through a server event: under load, Send can otherwise come first
+            sync_api.expect(page.locator("#question textarea")).not_to_have_value("", timeout=60_000)
             page.locator("#send").click()
             page.locator("#stats").get_by_text("tok/s").wait_for(timeout=60_000)
             answer = page.locator("#chat .message.bot").last.inner_text()
