@@ -45,9 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def _ipc_kernels(folder: Path) -> None:
     """Every kernel this process starts (nbmake, papermill) talks over Unix sockets in a folder of its own.
 
-    Over TCP, jupyter_client picks free ports by binding and releasing them; two test processes starting kernels
-    at the same moment can pick the same port, and a client then waits forever on a kernel that is not its own
-    (one run here hung that way). Socket files in a private folder cannot collide."""
+    Over TCP, jupyter_client picks free ports by binding and releasing them, so two test processes starting kernels
+    at the same moment could pick the same port. Socket files in a private folder cannot collide. (The hangs seen
+    here with two processes were ipykernel 7's, not a port race: they went on over IPC and stopped with 6.31.)"""
     from nbclient import NotebookClient
 
     create = NotebookClient.create_kernel_manager
