@@ -7,7 +7,6 @@ reach the notebooks too.
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import tempfile
@@ -20,7 +19,6 @@ ROOT = Path(__file__).resolve().parent
 # Executed notebook copies are not chapters (.venv is skipped by pytest's default norecursedirs).
 collect_ignore = ["runs", "build"]
 _RUN_KEY = pytest.StashKey[Path]()
-_KERNELS_KEY = pytest.StashKey[Path]()
 
 for _key, _value in {
     "HF_HUB_OFFLINE": "1",
@@ -34,32 +32,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Send every record()/artifact of this session to a temporary run directory; kernels over Unix sockets."""
+    """Send every record()/artifact of this session to a temporary run directory."""
     run = Path(tempfile.mkdtemp(prefix="andes-test-run-"))
     config.stash[_RUN_KEY] = run
     os.environ["ANDES_RUN_DIR"] = str(run)
-    config.stash[_KERNELS_KEY] = Path(tempfile.mkdtemp(prefix="andes-kernels-"))
-    _ipc_kernels(config.stash[_KERNELS_KEY])
-
-
-def _ipc_kernels(folder: Path) -> None:
-    """Every kernel this process starts (nbmake, papermill) talks over Unix sockets in a folder of its own.
-
-    Over TCP, jupyter_client picks free ports by binding and releasing them, so two test processes starting kernels
-    at the same moment could pick the same port. Socket files in a private folder cannot collide. (The hangs seen
-    here with two processes were ipykernel 7's, not a port race: they went on over IPC and stopped with 6.31.)"""
-    from nbclient import NotebookClient
-
-    create = NotebookClient.create_kernel_manager
-    started = itertools.count()
-
-    def create_kernel_manager(self: NotebookClient):  # type: ignore[no-untyped-def]
-        km = create(self)
-        km.transport = "ipc"
-        km.ip = str(folder / f"k{next(started)}")
-        return km
-
-    NotebookClient.create_kernel_manager = create_kernel_manager  # type: ignore[method-assign]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -94,7 +70,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("ANDES_TEST_DONE"):
         Path(os.environ["ANDES_TEST_DONE"]).touch()
-    shutil.rmtree(session.config.stash[_KERNELS_KEY], ignore_errors=True)
     if exitstatus == 0:
         shutil.rmtree(session.config.stash[_RUN_KEY], ignore_errors=True)
 

@@ -6,8 +6,8 @@
 # With no arguments, two pytest processes run side by side, one torch thread each (this machine class has 2 cores):
 # one runs the chapters that build on each other in order (00-08, 11: each reuses what its predecessors built);
 # the other runs the unit tests, then 09 and 10 (SmolLM2 only, nothing shared). When one finishes, the other's
-# next test gets both threads (conftest.py). TEST_JOBS=1 runs everything in one process. Kernels talk over Unix
-# sockets (conftest.py), so two processes starting kernels at once cannot collide on a TCP port.
+# next test gets both threads (conftest.py). TEST_JOBS=1 runs everything in one process. (Two processes hung twice
+# under ipykernel 7, a kernel idle while nbclient waited; requirements.txt pins 6.31.)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
