@@ -262,9 +262,12 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
     ),
     StageRecipe(
         name="sft", parent="pt3", lr={"vision_tower": 5e-5, "projector": 2e-4, "language_model": 3e-4},
-        data={**ALL_DOMAINS, "general_vqa": 1.5, "hallucination": 3.0}, text_only=0.05, loss_on="assistant",
-        max_seq_len=192, steps=200, batch_size=32, warmup_steps=15, data_seed=1, loss_weighting="sample",
-        description="Supervised fine-tuning on instruction conversations; loss on assistant tokens only.",
+        data={**ALL_DOMAINS, "general_vqa": 1.5, "hallucination": 3.0, "hallucination/attribute": 2.0},
+        text_only=0.05, loss_on="assistant", max_seq_len=192, steps=300, batch_size=32, warmup_steps=15, data_seed=1,
+        loss_weighting="sample",
+        description="Supervised fine-tuning on instruction conversations; loss on assistant tokens only. Attribute "
+                    "questions (a lure of another colour) get extra weight: once presence exists, the yes-bias "
+                    "is a matter of the SFT mix.",
     ),
 )
 # ---------------------------------------------------------------------- smol recipes
