@@ -215,3 +215,32 @@ def test_sweep_rows_count_the_prompt_cache_only(nano, text_prefill) -> None:
     half = answer_rows(model, proc.tokenizer, text_prefill, list(kv.POLICIES), 0.5, 3)
     assert [r["policy"] for r in half] == list(kv.POLICIES)
     assert all(math.isclose(r["kv_bytes"] / full, 0.5, abs_tol=1 / text_prefill.layout.length) for r in half)
+
+
+def test_image_prompt_is_the_evaluation_prompt(nano) -> None:
+    """`encode_image` builds the chat prompt the harness evaluates (and the model was trained on), question last."""
+    from andes_lib.data.base import user_message
+
+    _, proc = nano
+    image = Image.new("RGB", (96, 96), (40, 200, 40))
+    batch, start = encode_image(proc, image, "What colour is the square?")
+    text = proc.apply_chat_template([user_message("What colour is the square?", 1)], add_generation_prompt=True)
+    assert torch.equal(batch["input_ids"], proc(images=[[image]], text=[text]).input_ids)
+    assert proc.tokenizer.decode(batch["input_ids"][0, start:]).startswith("What colour is the square?")
+
+
+def test_image_sweep_scores_every_policy_and_ratio(nano) -> None:
+    from andes_lib.kv.sweep import image_sweep
+
+    model, proc = nano
+    rows = [{"id": f"r{i}", "domain": "general_vqa", "task": "color", "question": "What colour is the circle?",
+             "answer": "red", "metric": "exact", "images": [Image.new("RGB", (96, 96), (200, 40, 40))]}
+            for i in range(2)]
+    out = image_sweep(model, proc, rows, list(kv.POLICIES), [0.0, 0.3], max_new_tokens=3, progress=False)
+    assert len(out) == 2 * 2 * len(kv.POLICIES)
+    full = [r for r in out if r["ratio"] == 0.0]
+    assert all(r["visual_kept"] == 1.0 and r["score"] in (0.0, 1.0) for r in full)
+    assert len({r["answer"] for r in full if r["prompt"] == 0}) == 1  # ratio 0: one answer shared by all policies
+    assert all(0.0 <= r["visual_kept"] < 1.0 for r in out if r["ratio"] == 0.3)
+    with pytest.raises(ValueError, match="single-image"):
+        image_sweep(model, proc, [{**rows[0], "images": rows[0]["images"] * 2}], ["okv"], [0.0], progress=False)

@@ -63,3 +63,14 @@ def generate_evicted(model: nn.Module, pre: Prefill, cache: DynamicCache, max_ne
     out = model.generate(input_ids=last, attention_mask=torch.ones(batch, length, dtype=torch.long),
                          past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
     return out[:, 1:]
+
+
+def kept_share(pre: Prefill, policy: str, ratio: float) -> torch.Tensor:
+    """Per position, the share of (layer, KV head) pairs that keep it."""
+    counts = torch.zeros(pre.layout.length)
+    total = 0
+    for idx in kept_positions(pre, policy, ratio):
+        for row in idx:
+            counts[row] += 1
+            total += 1
+    return counts / total

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .evict import kept_positions
+from .evict import kept_share
 from .prefill import Prefill
 
 COLORS = {"streaming": "#636efa", "h2o": "#00cc96", "snapkv": "#ab63fa", "okv": "#ef553b"}
@@ -36,17 +36,6 @@ def quality_figure(rows: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="score (Rouge-1 F1 / accuracy)", row=1, col=1)
     fig.update_layout(height=380, title="Answer quality against eviction ratio (mean ± std over prompts)")
     return fig
-
-
-def kept_share(pre: Prefill, policy: str, ratio: float) -> torch.Tensor:
-    """Per position, the share of (layer, KV head) pairs that keep it."""
-    counts = torch.zeros(pre.layout.length)
-    total = 0
-    for idx in kept_positions(pre, policy, ratio):
-        for row in idx:
-            counts[row] += 1
-            total += 1
-    return counts / total
 
 
 def kept_heatmap(pre: Prefill, tokenizer, policies: list[str], ratio: float) -> go.Figure:

@@ -14,10 +14,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .evict import cache_bytes, evict, generate_evicted, stack_caches
+from .evict import cache_bytes, evict, generate_evicted, kept_share, stack_caches
 from .policies import check_policy, check_ratio
 from .prefill import Prefill, make_layout, prefill
-from .tasks import Sample, encode, score
+from ..eval.harness import clean_output
+from ..eval.metrics import score as metric_score
+from .tasks import Sample, encode, encode_image, score
 
 
 def prepare(model: nn.Module, tokenizer, sample: Sample, window: int = 32) -> Prefill:
@@ -63,6 +65,31 @@ def run_sweep(model: nn.Module, tokenizer, samples: Sequence[Sample], policies: 
                 rows.append({"task": sample.task, "prompt": i, "tokens": pre.input_ids.shape[1],
                              "score": score(row["answer"], sample), **row})
     return rows, first
+
+
+def image_sweep(model: nn.Module, processor, rows: Sequence[dict], policies: Sequence[str], ratios: Sequence[float],
+                max_new_tokens: int = 8, progress: bool = True) -> list[dict]:
+    """The same policies on a VLM: one row per (image question, policy, ratio), scored like the evaluation harness.
+
+    `rows` are single-image samples of `andes_lib.data` (`images`, `question`, `answer`, `metric`); the prefill
+    runs through the vision tower, so the cache holds the visual tokens, which the policies keep or evict like text.
+    """
+    rows_out = []
+    for i, r in enumerate(tqdm(rows, desc="image prompts", disable=not progress)):
+        if len(r["images"]) != 1:
+            raise ValueError(f"image_sweep takes single-image samples; {r.get('id', i)} has {len(r['images'])}")
+        batch, start = encode_image(processor, r["images"][0].convert("RGB"), r["question"])
+        layout = make_layout(processor.tokenizer, batch["input_ids"], start)
+        pre = prefill(model, batch["input_ids"], layout, pixel_values=batch["pixel_values"],
+                      image_grid_hw=batch["image_grid_hw"])
+        for ratio in ratios:
+            for row in answer_rows(model, processor.tokenizer, pre, policies, ratio, max_new_tokens):
+                answer = clean_output(row["answer"], processor.tokenizer)
+                visual_kept = float(kept_share(pre, row["policy"], ratio)[layout.visual].mean())
+                rows_out.append({"prompt": i, "domain": r["domain"], "task": r["task"], "tokens": layout.length,
+                                 "visual": int(layout.visual.sum()), "visual_kept": visual_kept, **row,
+                                 "answer": answer, "score": metric_score(answer, r["answer"], r["metric"])})
+    return rows_out
 
 
 class PeakRSS:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.base import user_message
 from ..eval.metrics import rouge1
 
 TASKS = ("restate", "needle", "decisions", "lookup", "multidoc")
@@ -233,10 +234,10 @@ def make_samples(task: str, n: int, seed: int = 0, scale: float = 1.0) -> list[S
 
 
 def encode_image(processor, image, question: str) -> tuple[dict[str, torch.Tensor], int]:
-    """An image question for an AndesVL model: processor outputs (1, T) and where the question starts."""
-    head = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "\n"}]}], tokenize=False)
-    head = head[: head.rindex("\n") + 1]
-    batch = processor(images=[[image]], text=[f"{head}{question}<|im_end|>\n<|im_start|>assistant\n"])
+    """An image question for an AndesVL model, in the chat format the model was trained and evaluated with:
+    processor outputs (1, T) and where the question starts."""
+    text = processor.apply_chat_template([user_message(question, 1)], add_generation_prompt=True)
+    head = text[: text.rindex(question)]
+    batch = processor(images=[[image]], text=[text])
     question_start = processor(images=[[image]], text=[head]).input_ids.shape[1]
     return dict(batch), question_start
