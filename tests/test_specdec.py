@@ -16,7 +16,9 @@ from andes_lib.specdec import (DistillData, DraftHead, DraftTree, Target, chat_i
                                evaluate_head, frequent_tokens, greedy_generate, keep_cache_positions, make_prompts,
                                speculative_generate, train_head, truncate_cache)
 from andes_lib.specdec.assistant import build_assistant, train_assistant
+from andes_lib.posttrain import thinking_checkpoint
 from andes_lib.specdec.bench import REFERENCE, compare, hf_method, summarise
+from andes_lib.specdec.data import collect_images, image_encoder, image_inputs
 from andes_lib.specdec.head import HeadCache
 from andes_lib.specdec.lookup import NgramLookup
 
@@ -215,6 +217,43 @@ def test_benchmark_times_decoding_after_the_first_token_for_every_method(setup):
         assert r["tokens"] > 1 and r["decode_speedup"] > 0 and r["decode_tok_per_s"] > 0
     summary = {s["method"]: s for s in summarise(rows)}
     assert summary[REFERENCE]["median_decode_speedup"] == 1.0 and summary["ours"]["mean_accepted_length"] >= 1.0
+
+
+def image_rows(n: int) -> list[dict]:
+    colours = [(200, 30, 30), (30, 160, 60), (40, 60, 200)]
+    return [{"question": "Describe the objects in the image.", "domain": "general_vqa", "answer": "",
+             "images": [Image.new("RGB", (64, 48), colours[i % 3])]} for i in range(n)]
+
+
+def test_image_distillation_is_the_vlms_greedy_answer_with_the_image(setup):
+    target, proc, _, _, _ = setup
+    rows = image_rows(2)
+    data = collect_images(target, proc, rows, max_new_tokens=10, progress=False)
+    for row, ids, labels, n in zip(rows, data.ids, data.labels, data.prompt_lengths, strict=True):
+        inputs = image_inputs(proc, row)
+        assert torch.equal(ids[:n], inputs["input_ids"][0])
+        assert torch.equal(ids, target.model.generate(**inputs, max_new_tokens=10, do_sample=False)[0][: len(ids)])
+        assert torch.equal(labels[n - 1:-1], ids[n:])  # features were read with the image: labels are the answer
+    with pytest.raises(ValueError, match="at least one"):
+        collect_images(target, proc, [], progress=False)
+
+
+def test_benchmark_on_image_prompts_is_lossless(setup):
+    target, proc, head, _, _ = setup
+    methods = {REFERENCE: hf_method(target.model),
+               "ours": lambda ids, n, **extra: speculative_generate(target, head, ids, n, mode="chain", draft_len=3,
+                                                                   **extra)}
+    rows = compare(methods, proc.tokenizer, image_rows(2), 12, encode=image_encoder(proc), progress=False)
+    assert len(rows) == 4 and all(r["lossless"] and r["kind"] == "general_vqa" for r in rows)
+
+
+def test_thinking_checkpoint_is_the_latest_stage_or_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run chapter 06"):
+        thinking_checkpoint(tmp_path)
+    for stage in ("think-sft", "grpo-stage1"):
+        (tmp_path / "posttrain" / "thinking" / stage).mkdir(parents=True)
+        (tmp_path / "posttrain" / "thinking" / stage / "model.safetensors").write_bytes(b"")
+    assert thinking_checkpoint(tmp_path).name == "grpo-stage1"
 
 
 def test_dynamic_tree_is_a_tree_of_the_requested_size(setup):

@@ -15,7 +15,8 @@ from .mpo import (MPO_BETA, MPO_LOSS_TYPES, MPO_WEIGHTS, MPOResult, generation_l
                   mpo_loss_from_batch, preference_loss, quality_loss, run_mpo)
 from .pairs import answer_space_pairs, build_mpo_pairs, sampled_pairs
 from .rewards import accuracy_score, format_score, parse_thinking, thinking_rewards
-from .thinking import THINKING_DOMAINS, SFTResult, run_thinking_sft, thinking_completion, thinking_sft_data
+from .thinking import (THINKING_DOMAINS, SFTResult, run_thinking_sft, thinking_checkpoint, thinking_completion,
+                       thinking_sft_data)
 
 __all__ = [
     "get_artifact", "load_checkpoint", "prompt_text", "sample_answers", "save_checkpoint", "BUCKETS", "bucket",
@@ -24,5 +25,6 @@ __all__ = [
     "thinking_eval", "MPO_BETA", "MPO_LOSS_TYPES", "MPO_WEIGHTS", "MPOResult", "generation_loss", "mpo_config",
     "mpo_loss", "mpo_loss_from_batch", "preference_loss", "quality_loss", "run_mpo", "answer_space_pairs",
     "build_mpo_pairs", "sampled_pairs", "accuracy_score", "format_score", "parse_thinking", "thinking_rewards",
-    "THINKING_DOMAINS", "SFTResult", "run_thinking_sft", "thinking_completion", "thinking_sft_data",
+    "THINKING_DOMAINS", "SFTResult", "run_thinking_sft", "thinking_checkpoint", "thinking_completion",
+    "thinking_sft_data",
 ]

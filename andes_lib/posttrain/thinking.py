@@ -36,6 +36,19 @@ THINKING_DOMAINS: tuple[str, ...] = ("reasoning", "chart")
 END = "<|im_end|>"
 
 
+THINKING_STAGES: tuple[str, ...] = ("grpo-stage2", "grpo-stage1", "think-sft")  # chapter 06's folders, latest first
+
+
+def thinking_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
+    """The latest Thinking model chapter 06 saved in a run directory (`posttrain/thinking/<stage>`)."""
+    folder = Path(run_dir) / "posttrain" / "thinking"
+    for stage in THINKING_STAGES:
+        if (folder / stage / "model.safetensors").is_file():
+            return folder / stage
+    raise FileNotFoundError(f"no Thinking model in {folder} (looked for {', '.join(THINKING_STAGES)}): run chapter "
+                            f"06 into this run directory first (andes-cookbook run --only 06 --run-dir {run_dir})")
+
+
 def thinking_completion(rationale: str, answer: str) -> str:
     """What follows the pre-filled `<think>\\n`: the rationale, `</think>`, the final answer, end of turn."""
     return f"{rationale}\n</think>\n\n{answer}{END}"

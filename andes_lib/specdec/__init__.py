@@ -7,7 +7,7 @@
     speculative_generate(target, head, chat_ids(tokenizer, "List 5 fruits."), 64, mode="tree")
 """
 
-from .data import DistillData, chat_ids, collect
+from .data import DistillData, chat_ids, collect, collect_images, image_encoder, image_inputs
 from .decode import (MODES, SpecResult, Step, greedy_generate, greedy_stream, speculative_generate,
                      speculative_stream)
 from .head import DraftHead, HeadCache, HeadConfig, frequent_tokens
@@ -16,7 +16,7 @@ from .target import Target, keep_cache_positions, truncate_cache
 from .train import TrainHistory, distill_loss, evaluate_head, train_head
 from .tree import DraftTree, draft_tree
 
-__all__ = ["DistillData", "chat_ids", "collect", "MODES", "SpecResult", "Step", "greedy_generate", "greedy_stream",
+__all__ = ["DistillData", "chat_ids", "collect", "collect_images", "image_encoder", "image_inputs", "MODES", "SpecResult", "Step", "greedy_generate", "greedy_stream",
            "speculative_generate", "speculative_stream", "DraftHead", "HeadCache", "HeadConfig", "frequent_tokens",
            "KINDS", "make_prompt", "make_prompts", "Target", "keep_cache_positions", "truncate_cache",
            "TrainHistory", "distill_loss", "evaluate_head", "train_head", "DraftTree", "draft_tree"]

@@ -18,7 +18,7 @@ from transformers.generation.streamers import BaseStreamer
 from .data import chat_ids
 from .decode import SpecResult
 
-Method = Callable[[torch.Tensor, int], SpecResult]
+Method = Callable[..., SpecResult]  # (input_ids, max_new_tokens, **first-forward inputs) -> result
 REFERENCE = "greedy (HF generate)"
 
 
@@ -43,35 +43,41 @@ def hf_method(model: torch.nn.Module, **generate_kwargs) -> Method:
     The time to the first token comes from a streamer; assisted and prompt-lookup generation draft already in their
     first round, so their "prefill" also holds one round of drafting (subtracting it favours them slightly).
     """
-    def call(ids: torch.Tensor, max_new_tokens: int) -> SpecResult:
+    def call(ids: torch.Tensor, max_new_tokens: int, **inputs) -> SpecResult:
         clock = FirstTokenClock()
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, streamer=clock, **generate_kwargs)
+                             do_sample=False, streamer=clock, **inputs, **generate_kwargs)
         seconds = time.perf_counter() - clock.start
         return SpecResult(tokens=out[0, ids.shape[1]:].tolist(), seconds=seconds,
                           first_token_seconds=seconds if clock.first is None else clock.first)
     return call
 
 
-def compare(methods: Mapping[str, Method], tokenizer, prompts: Sequence[Mapping[str, str]], max_new_tokens: int,
-            reference: str = REFERENCE, warmup: bool = True, progress: bool = True) -> list[dict]:
+def compare(methods: Mapping[str, Method], tokenizer, prompts: Sequence[Mapping], max_new_tokens: int,
+            reference: str = REFERENCE, warmup: bool = True, progress: bool = True,
+            encode: Callable[[Mapping], tuple[torch.Tensor, dict]] | None = None) -> list[dict]:
     """One row per (prompt, method): seconds, tokens, speedup over `reference` end to end and in decoding alone
     (after the first token: prefill is the same work for every method), lossless flag, accepted length (None for
-    the transformers methods, which do not report it)."""
+    the transformers methods, which do not report it).
+
+    `encode` turns a prompt row into (input_ids, extra inputs of the first forward, e.g. a VLM's `pixel_values`);
+    the default reads a text row's `prompt` into the tokenizer's chat template.
+    """
     if reference not in methods:
         raise ValueError(f"the reference method {reference!r} is not among {list(methods)}")
+    encode = encode or (lambda p: (chat_ids(tokenizer, p["prompt"]), {}))
     if warmup and prompts:
-        ids = chat_ids(tokenizer, prompts[0]["prompt"])
+        ids, extra = encode(prompts[0])
         for fn in methods.values():
-            fn(ids, 4)
+            fn(ids, 4, **extra)
     rows = []
     for i, p in enumerate(tqdm(prompts, desc="benchmark", disable=not progress)):
-        ids = chat_ids(tokenizer, p["prompt"])
-        ref = methods[reference](ids, max_new_tokens)
+        ids, extra = encode(p)
+        ref = methods[reference](ids, max_new_tokens, **extra)
         for name, fn in methods.items():
-            res = ref if name == reference else fn(ids, max_new_tokens)
+            res = ref if name == reference else fn(ids, max_new_tokens, **extra)
             decode = ref.decode_seconds / res.decode_seconds if len(ref.tokens) > 1 and res.decode_seconds > 0 else None
-            rows.append({"prompt": i, "kind": p["kind"], "method": name, "seconds": res.seconds,
+            rows.append({"prompt": i, "kind": p.get("kind", p.get("domain")), "method": name, "seconds": res.seconds,
                          "tokens": len(res.tokens), "tok_per_s": len(res.tokens) / res.seconds,
                          "speedup": ref.seconds / res.seconds, "decode_speedup": decode,
                          "decode_tok_per_s": (len(res.tokens) - 1) / res.decode_seconds if decode else None,

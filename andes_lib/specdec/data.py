@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..data.base import user_message
 from .target import Target
 
 
@@ -96,3 +97,51 @@ def collect(target: Target, tokenizer, prompts: list[str], max_new_tokens: int =
         for k in keep_layers:
             data.layer_states[k].append(states[k])
     return data
+
+
+def image_inputs(processor, row, thinking: bool = False) -> dict[str, torch.Tensor]:
+    """Processor inputs (batch 1) for an image question of `andes_lib.data`, in the evaluation's chat format
+    (`thinking`: the Thinking model's mode, which opens `<think>`)."""
+    prompt = processor.apply_chat_template([user_message(row["question"], len(row["images"]))],
+                                           add_generation_prompt=True, enable_thinking=thinking)
+    return dict(processor(images=[[im.convert("RGB") for im in row["images"]]], text=[prompt], return_tensors="pt"))
+
+
+@torch.no_grad()
+def collect_images(target: Target, processor, rows, max_new_tokens: int = 64, thinking: bool = False,
+                   progress: bool = True) -> DistillData:
+    """A VLM target's greedy answers to image questions, with features and greedy labels at every position.
+
+    One sample at a time (each has its own images): `generate`, then one teacher-forced pass with the image
+    inputs. Visual positions carry the placeholder token's id; the head sees them as the target's prompt.
+    """
+    if not rows:
+        raise ValueError("collect_images needs at least one image question")
+    data = DistillData()
+    for row in tqdm(rows, desc="self-distillation data (images)", disable=not progress):
+        inputs = image_inputs(processor, row, thinking)
+        prompt = inputs["input_ids"][0]
+        out = target.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        answer = out[0, len(prompt):].tolist()
+        for j, t in enumerate(answer):
+            if t in target.eos_ids:
+                answer = answer[: j + 1]
+                break
+        ids = torch.cat([prompt, torch.tensor(answer, dtype=torch.long)])
+        extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        feats = target.backbone(input_ids=ids[None], **extra).last_hidden_state[0]
+        data.ids.append(ids)
+        data.features.append(feats)
+        data.labels.append(target.lm_head(feats).argmax(-1))
+        data.prompt_lengths.append(len(prompt))
+    return data
+
+
+def image_encoder(processor, thinking: bool = False):
+    """`row -> (input_ids, extra first-forward inputs)` for `bench.compare` on a VLM."""
+    def encode(row) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = image_inputs(processor, row, thinking)
+        ids = inputs.pop("input_ids")
+        inputs.pop("attention_mask", None)
+        return ids, inputs
+    return encode
