@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..eval.harness import clean_output
+from ..eval.metrics import score as metric_score
 from .evict import cache_bytes, evict, generate_evicted, kept_share, stack_caches
 from .policies import check_policy, check_ratio
 from .prefill import Prefill, make_layout, prefill
-from ..eval.harness import clean_output
-from ..eval.metrics import score as metric_score
 from .tasks import Sample, encode, encode_image, score
 
 

@@ -16,7 +16,8 @@ from .target import Target, keep_cache_positions, truncate_cache
 from .train import TrainHistory, distill_loss, evaluate_head, train_head
 from .tree import DraftTree, draft_tree
 
-__all__ = ["DistillData", "chat_ids", "collect", "collect_images", "image_encoder", "image_inputs", "MODES", "SpecResult", "Step", "greedy_generate", "greedy_stream",
-           "speculative_generate", "speculative_stream", "DraftHead", "HeadCache", "HeadConfig", "frequent_tokens",
-           "KINDS", "make_prompt", "make_prompts", "Target", "keep_cache_positions", "truncate_cache",
-           "TrainHistory", "distill_loss", "evaluate_head", "train_head", "DraftTree", "draft_tree"]
+__all__ = ["DistillData", "chat_ids", "collect", "collect_images", "image_encoder", "image_inputs", "MODES",
+           "SpecResult", "Step", "greedy_generate", "greedy_stream", "speculative_generate", "speculative_stream",
+           "DraftHead", "HeadCache", "HeadConfig", "frequent_tokens", "KINDS", "make_prompt", "make_prompts", "Target",
+           "keep_cache_positions", "truncate_cache", "TrainHistory", "distill_loss", "evaluate_head", "train_head",
+           "DraftTree", "draft_tree"]
