@@ -3,7 +3,8 @@
 Start: `python apps/specdec.py` (http://127.0.0.1:7861). The head comes from notebook 10's run
 (`<run>/specdec/head`, `--head` to point elsewhere); without one the app drafts with an untrained head and says so
 (the answer is the same, only slower). Besides the head, each round also drafts by n-gram lookup in the prompt and
-the answer so far (notebook 10's lookup, without its corpus), and SmolLM2 runs on oneDNN-prepacked linear layers.
+the answer so far (notebook 10's lookup, without its corpus), and SmolLM2 runs on oneDNN-prepacked linear layers
+(bf16 where the CPU has AMX, with notebook 10's exact verification).
 Embed: `build_app().launch()`, or `speculative_tab(...)` inside a Blocks.
 """
 
@@ -22,9 +23,10 @@ if __package__ in (None, ""):  # run as a script: make `apps` importable
 import gradio as gr
 import torch
 
+from andes_lib.profile.prepack import pack_dtype, prepack_available, prepack_linears
 from andes_lib.report import run_dir as resolve_run_dir
-from andes_lib.profile.prepack import prepack_available, prepack_linears
 from andes_lib.specdec import DraftHead, Target, chat_ids, speculative_stream
+from andes_lib.specdec.invariant import exact_verify
 from andes_lib.specdec.lookup import NgramLookup
 from andes_lib.specdec.view import DRAFT_COLOUR, colour_tokens
 
@@ -49,8 +51,11 @@ class SpecEngine:
             from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer
 
             model = load_smol_llm()
-            if prepack_available():
-                prepack_linears(model)  # a cheap verify pass (notebook 10, step 1)
+            if prepack_available():  # a cheap verify pass (notebook 10, step 1)
+                dtype = pack_dtype("auto")
+                prepack_linears(model, dtype=dtype)
+                if dtype == torch.bfloat16:
+                    exact_verify(model)  # bf16 inputs: verify rows as decoding steps, so the answer stays greedy's
             self.target, self.tokenizer = Target(model), load_smol_tokenizer()
         if self.head is None:
             if (self.head_dir / "draft_head.safetensors").is_file():

@@ -24,7 +24,8 @@ from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer  # noqa: E40
 from andes_lib.specdec import (KINDS, DraftHead, Target, chat_ids, collect, frequent_tokens, greedy_generate,  # noqa: E402
                                make_prompts, speculative_generate, train_head)
 from andes_lib.specdec.assistant import build_assistant, train_assistant  # noqa: E402
-from andes_lib.profile.prepack import prepack_linears  # noqa: E402
+from andes_lib.profile.prepack import pack_dtype, prepack_linears  # noqa: E402
+from andes_lib.specdec.invariant import exact_verify  # noqa: E402
 from andes_lib.specdec.bench import REFERENCE, compare, hf_method, summarise  # noqa: E402
 from andes_lib.specdec.lookup import NgramLookup  # noqa: E402
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ce-weight", type=float, default=1.0)
     p.add_argument("--lookup-len", type=int, default=6, help="n-gram lookup draft tokens per round (0: none)")
     p.add_argument("--no-prepack", action="store_true", help="keep nn.Linear (MKL) instead of oneDNN-prepacked")
+    p.add_argument("--pack", default="auto", help="packed weights: auto (bf16 with AMX, else fp32), bf16 or fp32")
     p.add_argument("--assist-layers", type=int, default=4)
     p.add_argument("--assist-steps", type=int, default=60)
     p.add_argument("--bench-prompts", type=int, default=3, help="benchmark prompts per kind")
@@ -54,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "threads": torch.get_num_threads()}
     t_start = time.perf_counter()
     model, tok = load_smol_llm(), load_smol_tokenizer()
-    if not args.no_prepack:
-        result["prepacked_linears"] = prepack_linears(model)  # every method below runs on the same kernels
+    dtype = pack_dtype(args.pack)
+    if not args.no_prepack:  # every method below runs on the same kernels
+        result["prepacked_linears"] = prepack_linears(model, dtype=dtype)
+        result["pack_dtype"] = str(dtype)
+        if dtype == torch.bfloat16:
+            exact_verify(model)  # verify rows get a decoding step's bits: lossless with bf16 inputs
     target = Target(model)
 
     t0 = time.perf_counter()
@@ -66,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     vocab = frequent_tokens(data.labels, args.draft_vocab, target.eos_ids) if args.draft_vocab else None
     head = DraftHead.from_target(target, vocab=vocab)
     hist = train_head(head, target, data, steps=args.head_steps, batch_size=args.head_batch, lr=args.lr,
-                      ce_weight=args.ce_weight)
+                      ce_weight=args.ce_weight, bf16=not args.no_prepack and dtype == torch.bfloat16)
     result["head"] = {"seconds": hist.seconds, "last": hist.rows[-1]}
     assistant = build_assistant(model, args.assist_layers)
     ahist = train_assistant(assistant, data, vocab if vocab is not None else torch.zeros(0, dtype=torch.long),
                             steps=args.assist_steps, batch_size=args.head_batch)
     result["assistant"] = {"seconds": ahist.seconds, "last": ahist.rows[-1]}
     if not args.no_prepack:
-        prepack_linears(assistant)
+        prepack_linears(assistant, dtype=dtype)
     lookup = NgramLookup(data.ids) if args.lookup_len else None
     result["training_seconds"] = time.perf_counter() - t0
 

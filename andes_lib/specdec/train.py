@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -103,8 +104,12 @@ def _batch(data: DistillData, rows: list[int], index: torch.Tensor, max_len: int
 
 def train_head(head: DraftHead, target: Target, data: DistillData, steps: int = 200, batch_size: int = 8,
                lr: float = 1e-3, ce_weight: float = 0.1, unroll: int = 2, max_len: int = 256, seed: int = 0,
-               progress: bool = True) -> TrainHistory:
-    """Train `head` in place on `data`; returns per-step losses, top-1 agreement and the wall time."""
+               bf16: bool = False, progress: bool = True) -> TrainHistory:
+    """Train `head` in place on `data`; returns per-step losses, top-1 agreement and the wall time.
+
+    `bf16` runs the forward and backward matrix products under CPU autocast in bfloat16 (AMX), with float32
+    weights and optimizer state.
+    """
     if steps < 1 or batch_size < 1 or unroll not in (1, 2):
         raise ValueError(f"need steps >= 1, batch_size >= 1 and unroll in (1, 2); got {steps}, {batch_size}, {unroll}")
     if len(data) == 0:
@@ -121,14 +126,16 @@ def train_head(head: DraftHead, target: Target, data: DistillData, steps: int = 
             embeds = target.embed(ids[:, 1:])
         positions = torch.arange(ids.shape[1] - 1).unsqueeze(0)
         mask = valid[:, 1:] & valid[:, :-1]
-        pred = head(feats[:, :-1], embeds, positions)
-        out = distill_loss(pred, feats[:, 1:], labels[:, 1:], mask, head.lm_weight, ce_weight)
-        loss = out["loss"]
-        if unroll == 2:  # second drafting step: the head's own prediction replaces the true feature
-            own = torch.cat([feats[:, :1], pred[:, :-1]], dim=1)
-            pred2 = head(own, embeds, positions)
-            out2 = distill_loss(pred2, feats[:, 1:], labels[:, 1:], mask, head.lm_weight, ce_weight)
-            loss = loss + out2["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")  # RMSNorm, bf16 in
+            pred = head(feats[:, :-1], embeds, positions)
+            out = distill_loss(pred, feats[:, 1:], labels[:, 1:], mask, head.lm_weight, ce_weight)
+            loss = out["loss"]
+            if unroll == 2:  # second drafting step: the head's own prediction replaces the true feature
+                own = torch.cat([feats[:, :1], pred[:, :-1]], dim=1)
+                pred2 = head(own, embeds, positions)
+                out2 = distill_loss(pred2, feats[:, 1:], labels[:, 1:], mask, head.lm_weight, ce_weight)
+                loss = loss + out2["loss"]
         update(opt, sched, params, loss)
         row = {"step": step + 1, "loss": loss.item(), "feature_loss": out["feature_loss"].item(),
                "ce": out["ce"].item(), "top1": out["top1"].item(), "lr": sched.get_last_lr()[0]}
