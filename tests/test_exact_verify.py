@@ -42,6 +42,11 @@ def test_rowwise_attention_gives_each_row_its_single_step_result():
     keep = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 10])
     single, _ = rowwise_sdpa(_Attn(), q[:, :, 3:4], k[:, :, keep], v[:, :, keep], None, scaling=0.25)
     assert torch.equal(out[:, 3:4], single)
+    tree[0, 0, 3, 8:10] = torch.tensor([float("-inf"), 0.0])  # a new tree of the same shape: row 3 sees row 1 now
+    out, _ = rowwise_sdpa(_Attn(), q, k, v, tree, scaling=0.25)
+    keep = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 9, 10])
+    single, _ = rowwise_sdpa(_Attn(), q[:, :, 3:4], k[:, :, keep], v[:, :, keep], None, scaling=0.25)
+    assert torch.equal(out[:, 3:4], single)  # not the previous tree's rows
 
 
 @needs_amx
