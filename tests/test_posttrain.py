@@ -16,7 +16,7 @@ from andes_lib.posttrain import difficulty, pairs
 from andes_lib.posttrain.common import save_checkpoint
 from andes_lib.posttrain.grpo import group_advantages, grpo_loss, run_grpo, trl_vlm_model, trl_vlm_processor
 from andes_lib.posttrain.mpo import (generation_loss, mpo_config, mpo_loss, mpo_loss_from_batch, preference_loss,
-                                     quality_loss)
+                                     quality_loss, run_mpo)
 from andes_lib.posttrain.rewards import accuracy_score, format_score, parse_thinking, thinking_rewards
 from andes_lib.posttrain.thinking import thinking_completion
 
@@ -64,6 +64,22 @@ def test_mpo_loss_equals_trl_dpo_trainer(proc, tmp_path):
         ours = mpo_loss_from_batch(trainer.model, ref, batch, beta=0.1, weights=(0.8, 0.2, 1.0))
     assert ours["loss"].item() == pytest.approx(trl_loss.item(), rel=1e-5, abs=1e-6)
     assert ours["rewards_chosen"].abs().sum() > 0  # the batch really exercises the preference terms
+
+
+def test_run_mpo_keeps_frozen_groups_fixed_and_trains_the_rest(proc, tmp_path):
+    model = andes_lib.build_model("nano", seed=0)
+    init = save_checkpoint(model, proc, tmp_path / "init")
+    rows = [{"images": [image(i)], "prompt": [user_message(f"Is there a circle {i}?", 1)],
+             "chosen": [assistant_message("yes")], "rejected": [assistant_message("no")]} for i in range(4)]
+    pairs = Dataset.from_list(rows)
+    result = run_mpo(init, pairs, tmp_path / "mpo", steps=2, batch_size=2, lr=1e-3,
+                     freeze=("vision_tower", "projector"))
+    trained = andes_lib.AndesVLForConditionalGeneration.from_pretrained(result.path).state_dict()
+    before = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], trained[k])}
+    assert changed and all(k.startswith("model.language_model.") or "lm_head" in k for k in changed)
+    with pytest.raises(ValueError, match="unknown module group"):
+        run_mpo(init, pairs, tmp_path / "bad", steps=1, batch_size=2, freeze=("vision",))
 
 
 # ----------------------------------------------------------------------------- rewards

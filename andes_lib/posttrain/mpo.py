@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..train.loop import module_groups
 from .common import TRL_CPU_ARGS, compact_logging, load_checkpoint, save_checkpoint, seed_all
 
 MPO_LOSS_TYPES: tuple[str, str, str] = ("sigmoid", "bco_pair", "sft")
@@ -135,9 +136,10 @@ class MPOResult:
 def run_mpo(init_dir: str | os.PathLike[str], pairs: Any, out_dir: str | os.PathLike[str], steps: int = 60,
             batch_size: int = 8, lr: float = 2e-4, beta: float = MPO_BETA,
             weights: tuple[float, float, float] = MPO_WEIGHTS, seed: int = 0, log_every: int = 10,
-            **overrides: Any) -> MPOResult:
+            freeze: tuple[str, ...] = (), **overrides: Any) -> MPOResult:
     """MPO from the checkpoint in `init_dir` on `pairs` (a `datasets.Dataset` with images, prompt, chosen,
     rejected in TRL's conversational format) with TRL's `DPOTrainer`; saves model + processor to `out_dir`.
+    `freeze` names module groups that stay fixed (`vision_tower`, `projector`, `language_model`).
 
     The reference model is a frozen copy of the starting checkpoint (a copy, not a reload by name: a model built
     from a config has no name TRL could reload it from, STACK.md §4b).
@@ -146,6 +148,12 @@ def run_mpo(init_dir: str | os.PathLike[str], pairs: Any, out_dir: str | os.Path
 
     seed_all(seed)
     model, processor = load_checkpoint(init_dir)
+    groups = module_groups(model)
+    unknown = set(freeze) - set(groups)
+    if unknown:
+        raise ValueError(f"unknown module group(s) to freeze: {sorted(unknown)}; known: {list(groups)}")
+    for name in freeze:
+        groups[name].requires_grad_(False)
     model.train()
     ref_model = copy.deepcopy(model).eval()
     columns = [c for c in ("images", "prompt", "chosen", "rejected") if c in pairs.column_names]
