@@ -71,15 +71,15 @@ def test_run_mpo_keeps_frozen_groups_fixed_and_trains_the_rest(proc, tmp_path):
     init = save_checkpoint(model, proc, tmp_path / "init")
     rows = [{"images": [image(i)], "prompt": [user_message(f"Is there a circle {i}?", 1)],
              "chosen": [assistant_message("yes")], "rejected": [assistant_message("no")]} for i in range(4)]
-    pairs = Dataset.from_list(rows)
-    result = run_mpo(init, pairs, tmp_path / "mpo", steps=2, batch_size=2, lr=1e-3,
+    data = Dataset.from_list(rows)
+    result = run_mpo(init, data, tmp_path / "mpo", steps=2, batch_size=2, lr=1e-3,
                      freeze=("vision_tower", "projector"))
     trained = andes_lib.AndesVLForConditionalGeneration.from_pretrained(result.path).state_dict()
     before = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], trained[k])}
     assert changed and all(k.startswith("model.language_model.") or "lm_head" in k for k in changed)
     with pytest.raises(ValueError, match="unknown module group"):
-        run_mpo(init, pairs, tmp_path / "bad", steps=1, batch_size=2, freeze=("vision",))
+        run_mpo(init, data, tmp_path / "bad", steps=1, batch_size=2, freeze=("vision",))
 
 
 # ----------------------------------------------------------------------------- rewards
