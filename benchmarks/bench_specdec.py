@@ -32,7 +32,7 @@ from andes_lib.specdec.lookup import NgramLookup  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train-prompts", type=int, default=64, help="training prompts per kind")
+    p.add_argument("--train-prompts", type=int, default=160, help="training prompts per kind")
     p.add_argument("--train-new-tokens", type=int, default=64)
     p.add_argument("--draft-vocab", type=int, default=2048)
     p.add_argument("--head-steps", type=int, default=400)
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=6e-3)
     p.add_argument("--ce-weight", type=float, default=1.0)
     p.add_argument("--lookup-len", type=int, default=6, help="n-gram lookup draft tokens per round (0: none)")
+    p.add_argument("--lookup-min", type=int, default=1,
+                   help="head + lookup: a lookup this long drafts alone (0: merge both into one tree)")
     p.add_argument("--no-prepack", action="store_true", help="keep nn.Linear (MKL) instead of oneDNN-prepacked")
     p.add_argument("--pack", default="auto", help="packed weights: auto (bf16 with AMX, else fp32), bf16 or fp32")
     p.add_argument("--assist-layers", type=int, default=4)
@@ -66,13 +68,17 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     train = make_prompts(args.train_prompts, seed=0)
-    data = collect(target, tok, [r["prompt"] for r in train], max_new_tokens=args.train_new_tokens,
+    bf16 = not args.no_prepack and dtype == torch.bfloat16
+    # the same weights in plain bf16 write and read the batched answers (prepacked kernels are built for few rows)
+    writer = Target(load_smol_llm().to(torch.bfloat16).eval()) if bf16 else target
+    data = collect(writer, tok, [r["prompt"] for r in train], max_new_tokens=args.train_new_tokens,
                    batch_size=64, keep_layers=(args.assist_layers - 1,))
+    del writer
     result["data"] = {"sequences": len(data), "tokens": data.tokens, "seconds": time.perf_counter() - t0}
     vocab = frequent_tokens(data.labels, args.draft_vocab, target.eos_ids) if args.draft_vocab else None
     head = DraftHead.from_target(target, vocab=vocab)
     hist = train_head(head, target, data, steps=args.head_steps, batch_size=args.head_batch, lr=args.lr,
-                      ce_weight=args.ce_weight, bf16=not args.no_prepack and dtype == torch.bfloat16)
+                      ce_weight=args.ce_weight, bf16=bf16)
     result["head"] = {"seconds": hist.seconds, "last": hist.rows[-1]}
     assistant = build_assistant(model, args.assist_layers)
     ahist = train_assistant(assistant, data, vocab if vocab is not None else torch.zeros(0, dtype=torch.long),
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "ours tree 16": lambda ids, n: speculative_generate(target, head, ids, n, **tree),
     }
     if lookup is not None:
-        chain = dict(mode="chain", draft_len=4, lookup=lookup, lookup_len=args.lookup_len)
+        chain = dict(mode="chain", draft_len=4, lookup=lookup, lookup_len=args.lookup_len, lookup_min=args.lookup_min)
         methods["ours chain k=4 + lookup"] = lambda ids, n: speculative_generate(target, head, ids, n, **chain)
         methods["lookup alone (ours)"] = lambda ids, n: speculative_generate(target, head, ids, n, **{
             **chain, "draft_len": 0})

@@ -15,6 +15,7 @@ import andes_lib
 from andes_lib.specdec import (DistillData, DraftHead, DraftTree, Target, chat_ids, collect, draft_tree,
                                evaluate_head, frequent_tokens, greedy_generate, keep_cache_positions, make_prompts,
                                speculative_generate, train_head, truncate_cache)
+from andes_lib.specdec import decode as decode_module
 from andes_lib.specdec.assistant import build_assistant, train_assistant
 from andes_lib.posttrain import thinking_checkpoint
 from andes_lib.specdec.bench import REFERENCE, compare, hf_method, summarise
@@ -148,6 +149,8 @@ def test_bad_requests_are_refused(setup):
         speculative_generate(target, head, ids.repeat(2, 1), 4)
     with pytest.raises(ValueError, match="max_new_tokens"):
         speculative_generate(target, head, ids, 0)
+    with pytest.raises(ValueError, match="lookup_min"):
+        speculative_generate(target, head, ids, 4, lookup_min=-1)
 
 
 def test_cache_rollback_keeps_the_accepted_positions():
@@ -192,8 +195,9 @@ def test_merging_a_lookup_chain_into_a_tree_shares_the_agreeing_prefix():
 
 
 @pytest.mark.parametrize("kwargs", [dict(mode="chain", draft_len=4), dict(mode="chain", draft_len=0, lookup_len=6),
-                                    dict(mode="tree", topk=3, depth=4, tree_size=10)],
-                         ids=["chain+lookup", "lookup-only", "tree+lookup"])
+                                    dict(mode="tree", topk=3, depth=4, tree_size=10),
+                                    dict(mode="chain", draft_len=4, lookup_min=1)],
+                         ids=["chain+lookup", "lookup-only", "tree+lookup", "lookup-first"])
 def test_lookup_drafts_stay_lossless(setup, references, kwargs):
     target, _, head, data, _ = setup
     lookup = NgramLookup(data.ids + [r for _, r in references], max_n=3, min_n=1)  # references: lookups that hit
@@ -205,6 +209,20 @@ def test_lookup_drafts_stay_lossless(setup, references, kwargs):
         assert spec.tokens == reference.tolist()
     if kwargs["mode"] == "chain" and not kwargs["draft_len"]:
         assert sum(spec.accepted) > 0  # the lookup alone found the answer's n-grams
+
+
+def test_lookup_first_drafts_a_chain_without_the_head_when_the_lookup_finds_enough(setup, references, monkeypatch):
+    target, _, head, data, _ = setup
+    lookup = NgramLookup(data.ids + [r for _, r in references], max_n=3, min_n=1)
+    ids, reference = references[0]
+    calls, real = [], decode_module._draft_chain
+    monkeypatch.setattr(decode_module, "_draft_chain", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    merged = speculative_generate(target, head, ids, 32, mode="chain", draft_len=4, lookup=lookup)
+    merged_calls = len(calls)
+    calls.clear()
+    first = speculative_generate(target, head, ids, 32, mode="chain", draft_len=4, lookup=lookup, lookup_min=1)
+    assert first.tokens == merged.tokens == reference.tolist()
+    assert merged_calls == merged.rounds and len(calls) < first.rounds  # rounds with a lookup draft skip the head
 
 
 def test_benchmark_times_decoding_after_the_first_token_for_every_method(setup):

@@ -74,20 +74,23 @@ def greedy_stream(target: Target, input_ids: torch.Tensor, max_new_tokens: int, 
 def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor, max_new_tokens: int,
                        mode: str = "chain", draft_len: int = 4, threshold: float = 0.0, topk: int = 4,
                        depth: int = 4, tree_size: int = 16, lookup: NgramLookup | None = None,
-                       lookup_len: int = 6, **prefill) -> Iterator[Step]:
+                       lookup_len: int = 6, lookup_min: int = 0, **prefill) -> Iterator[Step]:
     """Yield the greedy continuation of `input_ids` (1, T) round by round; `prefill` goes to the first call only.
 
     With `lookup`, each round also drafts up to `lookup_len` tokens by n-gram lookup in the context and the corpus
     (`lookup.py`) and merges them into the head's draft; `draft_len=0` in chain mode leaves the lookup alone.
+    `lookup_min > 0` puts the lookup first: a round whose lookup finds at least that many tokens verifies them as a
+    chain and skips the head's drafting (a merged tree needs the costlier tree-masked verify); the head drafts the
+    rounds the lookup cannot.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"speculative decoding runs one sequence at a time: input_ids must be (1, T), got "
                          f"{tuple(input_ids.shape)}")
-    if max_new_tokens < 1 or draft_len < 0 or lookup_len < 0:
-        raise ValueError(f"need max_new_tokens >= 1, draft_len >= 0 and lookup_len >= 0, got {max_new_tokens}, "
-                         f"{draft_len}, {lookup_len}")
+    if max_new_tokens < 1 or draft_len < 0 or lookup_len < 0 or lookup_min < 0:
+        raise ValueError(f"need max_new_tokens >= 1 and draft_len, lookup_len, lookup_min >= 0, got {max_new_tokens}, "
+                         f"{draft_len}, {lookup_len}, {lookup_min}")
     cache, head_cache = target.new_cache(), HeadCache()
     n = input_ids.shape[1]
     out = target.forward(input_ids, cache, **prefill)
@@ -106,7 +109,9 @@ def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor,
     while produced < max_new_tokens:
         budget = max_new_tokens - produced - 1  # the bonus token always comes on top of the drafts
         found = session.propose(min(lookup_len, budget)) if session is not None and budget > 0 else []
-        if mode == "chain":
+        if lookup_min and len(found) >= lookup_min:  # the lookup drafts alone: no head cost, a chain verify
+            tree, found = DraftTree.chain(found), []
+        elif mode == "chain":
             tree = DraftTree.chain(_draft_chain(head, target, hidden, head_cache, length - 1,
                                                 min(draft_len, budget), threshold))
         elif budget > 0:
