@@ -2,8 +2,8 @@
 
 Start: `python apps/specdec.py` (http://127.0.0.1:7861). The head comes from notebook 10's run
 (`<run>/specdec/head`, `--head` to point elsewhere); without one the app drafts with an untrained head and says so
-(the answer is the same, only slower). Besides the head, each round also drafts by n-gram lookup in the prompt and
-the answer so far (notebook 10's lookup, without its corpus), and SmolLM2 runs on oneDNN-prepacked linear layers
+(the answer is the same, only slower). Before the head, each round looks up a continuation in the prompt and the
+answer so far (notebook 10's lookup first, without its corpus), and SmolLM2 runs on oneDNN-prepacked linear layers
 (bf16 where the CPU has AMX, with notebook 10's exact verification).
 Embed: `build_app().launch()`, or `speculative_tab(...)` inside a Blocks.
 """
@@ -77,7 +77,7 @@ class SpecEngine:
             ids = chat_ids(self.tokenizer, prompt)
             tokens, drafted, rounds, t0 = [], [], 0, time.perf_counter()
             for step in speculative_stream(self.target, self.head, ids, int(max_new_tokens), mode=mode,
-                                           lookup=self.lookup):
+                                           lookup=self.lookup, lookup_min=1):
                 tokens += step.tokens
                 drafted += step.drafted
                 rounds += 1
