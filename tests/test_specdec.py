@@ -75,6 +75,9 @@ def test_distillation_labels_are_the_targets_greedy_answer(setup):
         assert len(ids) > n
         assert torch.equal(labels[n - 1:-1], ids[n:])  # the answer is the greedy label of the previous position
     assert data.layer_states[1][0].shape == data.features[0].shape
+    part = data.subset([2, 0])
+    assert len(part) == 2 and part.ids[0] is data.ids[2] and part.prompt_lengths[1] == data.prompt_lengths[0]
+    assert part.layer_states[1][0] is data.layer_states[1][2] and part.labels[1] is data.labels[0]
 
 
 def test_training_lowers_the_loss_and_the_head_agrees_with_the_target(setup):
@@ -83,6 +86,13 @@ def test_training_lowers_the_loss_and_the_head_agrees_with_the_target(setup):
     last = sum(r["loss"] for r in history.rows[-5:]) / 5
     assert last < 0.7 * first
     assert evaluate_head(head, target, data)["top1"] > 0.3
+    answers = evaluate_head(head, target, data, answers_only=True)["top1"]
+    hits = total = 0  # the same agreement counted by hand over the answer positions only
+    for ids, feats, labels, n in zip(data.ids, data.features, data.labels, data.prompt_lengths):
+        pred = head(feats[None, :-1], target.embed(ids[None, 1:]), torch.arange(len(ids) - 1)[None])[0]
+        drafted = head.token_ids((pred @ head.lm_weight.T).argmax(-1))[n - 1:]
+        hits, total = hits + int((drafted == labels[n:]).sum()), total + len(drafted)
+    assert answers == pytest.approx(hits / total, abs=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,12 @@ class DistillData:
     def tokens(self) -> int:
         return sum(len(x) for x in self.ids)
 
+    def subset(self, rows: list[int]) -> "DistillData":
+        """The sequences at `rows`, in that order."""
+        return DistillData([self.ids[i] for i in rows], [self.features[i] for i in rows],
+                           [self.labels[i] for i in rows], [self.prompt_lengths[i] for i in rows],
+                           {k: [v[i] for i in rows] for k, v in self.layer_states.items()})
+
 
 def chat_ids(tokenizer, prompt: str) -> torch.Tensor:
     """A user prompt in the target's chat template, ready for generation: (1, T) token ids."""

@@ -148,12 +148,20 @@ def train_head(head: DraftHead, target: Target, data: DistillData, steps: int = 
 
 
 @torch.no_grad()
-def evaluate_head(head: DraftHead, target: Target, data: DistillData, max_len: int = 256) -> dict[str, float]:
-    """Held-out top-1 agreement of the head's next token with the target's, with true features (step 1)."""
+def evaluate_head(head: DraftHead, target: Target, data: DistillData, max_len: int = 256,
+                  answers_only: bool = False) -> dict[str, float]:
+    """Top-1 agreement of the head's next token with the target's, with true features (step 1).
+
+    `answers_only` scores only the positions the head drafts from at inference: the head at position j drafts token
+    j + 2, from the prompt's last position on (the first answer token comes from the target's prefill).
+    """
     index = vocab_index(head.vocab, target.lm_head.weight.shape[0])
     ids, feats, labels, valid = _batch(data, list(range(len(data))), index, max_len)
     pred = head(feats[:, :-1], target.embed(ids[:, 1:]), torch.arange(ids.shape[1] - 1).unsqueeze(0))
     mask = valid[:, 1:] & valid[:, :-1]
+    if answers_only:
+        starts = torch.tensor(data.prompt_lengths)[:, None] - 1
+        mask &= torch.arange(mask.shape[1])[None] >= starts
     out = distill_loss(pred, feats[:, 1:], labels[:, 1:], mask, head.lm_weight, 0.1)
     full = torch.cat(data.labels)
     coverage = float(torch.isin(full, head.vocab).float().mean()) if len(head.vocab) else 1.0
