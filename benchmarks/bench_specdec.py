@@ -1,8 +1,10 @@
 """Speculative decoding on SmolLM2-135M, end to end: self-distil, train the head and the HF draft model, then
-compare plain greedy, HF assisted generation, HF prompt lookup and ours side by side, and check losslessness.
+compare plain greedy, HF assisted generation, HF prompt lookup and ours side by side, and check losslessness. Also
+measures the head's top-1 agreement with the target on the answer tokens of new prompts (what it drafts from).
 
     python benchmarks/bench_specdec.py                      # the acceptance run (200 lossless prompts)
     python benchmarks/bench_specdec.py --train-prompts 8 --bench-prompts 1 --lossless-prompts 6   # a quick look
+    python benchmarks/bench_specdec.py --train-prompts 64 --lossless-prompts 6   # chapter 10's former data size
 
 Writes JSON to --out (default runs/bench_specdec.json) and prints the summary table.
 """
@@ -21,8 +23,8 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer  # noqa: E402
-from andes_lib.specdec import (KINDS, DraftHead, Target, chat_ids, collect, frequent_tokens, greedy_generate,  # noqa: E402
-                               make_prompts, speculative_generate, train_head)
+from andes_lib.specdec import (KINDS, DraftHead, Target, chat_ids, collect, evaluate_head, frequent_tokens,  # noqa: E402
+                               greedy_generate, make_prompts, speculative_generate, train_head)
 from andes_lib.specdec.assistant import build_assistant, train_assistant  # noqa: E402
 from andes_lib.profile.prepack import pack_dtype, prepack_linears  # noqa: E402
 from andes_lib.specdec.invariant import exact_verify  # noqa: E402
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--assist-layers", type=int, default=4)
     p.add_argument("--assist-steps", type=int, default=60)
     p.add_argument("--bench-prompts", type=int, default=3, help="benchmark prompts per kind")
+    p.add_argument("--agreement-prompts", type=int, default=16,
+                   help="new prompts per kind whose answers measure the head's agreement with the target")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--lossless-prompts", type=int, default=200, help="prompts (all kinds) for the lossless check")
     p.add_argument("--lossless-new-tokens", type=int, default=32)
@@ -73,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     writer = Target(load_smol_llm().to(torch.bfloat16).eval()) if bf16 else target
     data = collect(writer, tok, [r["prompt"] for r in train], max_new_tokens=args.train_new_tokens,
                    batch_size=64, keep_layers=(args.assist_layers - 1,))
-    del writer
     result["data"] = {"sequences": len(data), "tokens": data.tokens, "seconds": time.perf_counter() - t0}
     vocab = frequent_tokens(data.labels, args.draft_vocab, target.eos_ids) if args.draft_vocab else None
     head = DraftHead.from_target(target, vocab=vocab)
@@ -89,9 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     lookup = NgramLookup(data.ids) if args.lookup_len else None
     result["training_seconds"] = time.perf_counter() - t0
 
+    # new prompts (never answered in training) for the benchmark and the head's agreement; losslessness does not need
+    # new prompts, and the chat generator has only 180 distinct ones (up to 160 of them in training)
     exclude = {r["prompt"] for r in train}
-    n_test = max(args.bench_prompts, -(-args.lossless_prompts // len(KINDS)))
-    test = make_prompts(n_test, seed=1, exclude=exclude)
+    test = make_prompts(args.bench_prompts, seed=1, exclude=exclude)
+    fresh = make_prompts(args.agreement_prompts, seed=3, exclude=exclude | {r["prompt"] for r in test})
+    answers = collect(writer, tok, [r["prompt"] for r in fresh], max_new_tokens=args.train_new_tokens, batch_size=64)
+    agreement = {"all": evaluate_head(head, target, answers, answers_only=True)["top1"]}
+    for kind in KINDS:
+        rows = [i for i, r in enumerate(fresh) if r["kind"] == kind]
+        if rows:
+            agreement[kind] = evaluate_head(head, target, answers.subset(rows), answers_only=True)["top1"]
+    result["head_agreement_new_prompts"] = agreement
+    del writer
     tree = dict(mode="tree", topk=4, depth=5, tree_size=16)
     methods = {
         REFERENCE: hf_method(model),
@@ -114,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     save(result, args.out)  # the speed figures survive a stopped lossless check
 
     t0 = time.perf_counter()
-    lossless_rows = test[: args.lossless_prompts] if args.lossless_prompts <= len(test) else test
-    lossless_rows = sorted(lossless_rows, key=lambda r: KINDS.index(r["kind"]))[: args.lossless_prompts]
+    lossless_rows = make_prompts(-(-args.lossless_prompts // len(KINDS)), seed=2)[: args.lossless_prompts]
     checks = {"chain": dict(mode="chain", draft_len=4), "tree": tree}
     if lookup is not None:
         checks["chain+lookup"] = chain
@@ -139,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
               f"  end to end: median {s['median_speedup']:.2f}x peak {s['peak_speedup']:.2f}x  "
               f"accepted {accepted}  lossless {s['lossless']:.2f}")
     print(f"lossless: {result['lossless']}")
+    print(f"head agreement on new prompts' answer tokens: {result['head_agreement_new_prompts']}")
     print(f"training {result['training_seconds']:.0f} s (head {hist.seconds:.0f} s); total {result['total_seconds']:.0f} s")
     return 0
 
