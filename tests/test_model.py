@@ -66,6 +66,18 @@ def test_packed_images_attend_only_within_themselves(nano):
     torch.testing.assert_close(packed, single, atol=1e-5, rtol=1e-5)
 
 
+def test_vision_tower_runs_under_bf16_autocast(nano):
+    """`accelerate launch --mixed_precision bf16` trains under autocast: the packed attention must accept bf16."""
+    model, proc = nano
+    inputs = proc.image_processor([Image.new("RGB", (64, 48), (200, 30, 30)), Image.new("RGB", (96, 64), (9, 9, 9))])
+    with torch.no_grad():
+        full = model.model.vision_tower(**inputs).last_hidden_state
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model.model.vision_tower(**inputs).last_hidden_state
+    assert half.shape == full.shape and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), full, atol=0.1, rtol=0.1)
+
+
 def test_splice_writes_each_image_exactly_at_its_placeholders(nano):
     model, proc = nano
     images = [Image.new("RGB", (64, 32), "red"), Image.new("RGB", (32, 64), "blue"), Image.new("RGB", (48, 48), "white")]

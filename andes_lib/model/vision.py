@@ -83,7 +83,7 @@ class VisionAttention(nn.Module):
         out = torch.empty_like(q)
         for idx in groups:  # (images, patches) of same-sized images: one batched attention, no cross-image mask
             qi, ki, vi = (t[idx].transpose(1, 2) for t in (q, k, v))  # (images, heads, patches, head_dim)
-            out[idx] = F.scaled_dot_product_attention(qi, ki, vi).transpose(1, 2)
+            out[idx] = F.scaled_dot_product_attention(qi, ki, vi).transpose(1, 2).to(out.dtype)  # bf16 under autocast
         return self.out_proj(out.reshape(n, -1))
 
 
