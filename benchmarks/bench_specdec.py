@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--head-batch", type=int, default=12)
     p.add_argument("--lr", type=float, default=6e-3)
     p.add_argument("--ce-weight", type=float, default=1.0)
-    p.add_argument("--lookup-len", type=int, default=6, help="n-gram lookup draft tokens per round (0: none)")
+    p.add_argument("--lookup-len", type=int, default=8, help="n-gram lookup draft tokens per round (0: none)")
+    p.add_argument("--lookup-n", type=int, default=6, help="the longest suffix the n-gram lookup matches")
     p.add_argument("--lookup-min", type=int, default=1,
                    help="head + lookup: a lookup this long drafts alone (0: merge both into one tree)")
     p.add_argument("--no-prepack", action="store_true", help="keep nn.Linear (MKL) instead of oneDNN-prepacked")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     result["assistant"] = {"seconds": ahist.seconds, "last": ahist.rows[-1]}
     if not args.no_prepack:
         prepack_linears(assistant, dtype=dtype)
-    lookup = NgramLookup(data.ids) if args.lookup_len else None
+    lookup = NgramLookup(data.ids, max_n=args.lookup_n) if args.lookup_len else None
     result["training_seconds"] = time.perf_counter() - t0
 
     # new prompts (never answered in training) for the benchmark and the head's agreement; losslessness does not need

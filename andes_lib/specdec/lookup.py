@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 class NgramLookup:
     """Most frequent next token after every n-gram (n in [min_n, max_n]) of a corpus of token sequences."""
 
-    def __init__(self, sequences: Iterable[Sequence[int]] = (), max_n: int = 4, min_n: int = 2) -> None:
+    def __init__(self, sequences: Iterable[Sequence[int]] = (), max_n: int = 6, min_n: int = 2) -> None:
         if not 1 <= min_n <= max_n:
             raise ValueError(f"need 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
         self.max_n, self.min_n = max_n, min_n
