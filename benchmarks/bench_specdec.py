@@ -5,6 +5,8 @@ measures the head's top-1 agreement with the target on the answer tokens of new 
     python benchmarks/bench_specdec.py                      # the acceptance run (200 lossless prompts)
     python benchmarks/bench_specdec.py --train-prompts 8 --bench-prompts 1 --lossless-prompts 6   # a quick look
     python benchmarks/bench_specdec.py --train-prompts 64 --lossless-prompts 6   # chapter 10's former data size
+    python benchmarks/bench_specdec.py --bench-prompts 10 --agreement-prompts 8 --lossless-prompts 30  # a median over
+        # 30 prompts (the chat generator leaves 20 prompts outside the 160 training ones: test + agreement <= 20)
 
 Writes JSON to --out (default runs/bench_specdec.json) and prints the summary table.
 """
