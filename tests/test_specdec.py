@@ -75,6 +75,12 @@ def test_distillation_labels_are_the_targets_greedy_answer(setup):
         assert len(ids) > n
         assert torch.equal(labels[n - 1:-1], ids[n:])  # the answer is the greedy label of the previous position
     assert data.layer_states[1][0].shape == data.features[0].shape
+    with torch.no_grad():  # the states kept from generate (left-padded batch) are a plain forward's, position by position
+        for i in range(len(data)):
+            ids = data.ids[i][None]
+            tf = target.backbone(input_ids=ids, output_hidden_states=True)
+            assert torch.allclose(data.features[i], tf.last_hidden_state[0], atol=1e-4)
+            assert torch.allclose(data.layer_states[1][i], tf.hidden_states[1][0], atol=1e-4)
     part = data.subset([2, 0])
     assert len(part) == 2 and part.ids[0] is data.ids[2] and part.prompt_lengths[1] == data.prompt_lengths[0]
     assert part.layer_states[1][0] is data.layer_states[1][2] and part.labels[1] is data.labels[0]

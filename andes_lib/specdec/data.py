@@ -1,8 +1,8 @@
 """Self-distillation data for the draft head: the target's own greedy answers and its features (EAGLE, HASS).
 
 The head must predict what the *target* will say, so it is trained on the target's greedy continuations of
-generated prompts (`prompts.py`), not on human text: one batched `generate`, then one teacher-forced forward per
-batch to read the top-layer features and the target's greedy token at every position.
+generated prompts (`prompts.py`), not on human text: one batched `generate` per batch, whose hidden states (the
+prefill's and each step's) are the top-layer features, with the target's greedy token at every position.
 """
 
 from __future__ import annotations
@@ -71,28 +71,24 @@ def collect(target: Target, tokenizer, prompts: list[str], max_new_tokens: int =
         for i, x in enumerate(chunk):
             left[i, width - len(x):], mask[i, width - len(x):] = x, 1
         out = target.model.generate(input_ids=left, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=pad)
-        seqs = []
+                                    do_sample=False, pad_token_id=pad, return_dict_in_generate=True,
+                                    output_hidden_states=True)
+        # the states generate computed on the way: the prefill's, then one per step for the token it was fed
+        layers = (len(out.hidden_states[0]) - 1, *keep_layers)
+        states = {k: torch.cat([out.hidden_states[0][k]] + [h[k] for h in out.hidden_states[1:]], dim=1)
+                  for k in layers}
         for i, x in enumerate(chunk):
-            answer = out[i, width:].tolist()
+            answer = out.sequences[i, width:].tolist()
             for j, t in enumerate(answer):
                 if t in target.eos_ids:
                     answer = answer[: j + 1]
                     break
-            seqs.append(torch.cat([x, torch.tensor(answer, dtype=torch.long)]))
-        # teacher-forced pass, right-padded: features and greedy labels at every real position
-        width = max(len(s) for s in seqs)
-        right = torch.full((len(seqs), width), pad)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            right[i, : len(s)], mask[i, : len(s)] = s, 1
-        res = target.backbone(input_ids=right, attention_mask=mask, output_hidden_states=bool(keep_layers))
-        feats = res.last_hidden_state
-        labels = target.lm_head(feats).argmax(-1)
-        for i, s in enumerate(seqs):
-            n = len(s)
-            parts[rows[i]] = (s, feats[i, :n].clone(), labels[i, :n].clone(), len(chunk[i]),
-                              {k: res.hidden_states[k][i, :n].clone() for k in keep_layers})
+            s = torch.cat([x, torch.tensor(answer, dtype=torch.long)])
+            s = s[: len(x) + len(out.hidden_states) - 1]  # the last step's token was never fed back: no state
+            at = slice(width - len(x), width - len(x) + len(s))
+            feats = states[layers[0]][i, at].clone()
+            parts[rows[i]] = (s, feats, target.lm_head(feats).argmax(-1), len(x),
+                              {k: states[k][i, at].clone() for k in keep_layers})
     data = DistillData(layer_states={k: [] for k in keep_layers})
     for i in range(len(prompts)):  # back in the order of `prompts`
         s, feats, labels, prompt_length, states = parts[i]

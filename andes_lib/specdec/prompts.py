@@ -21,7 +21,11 @@ _TOPICS = ("the water cycle", "photosynthesis", "how a bicycle works", "why the 
            "what recycling does", "how a camera takes a picture", "why the ocean is salty", "what a map shows",
            "how birds migrate")
 _CHAT = ("Explain {t} in simple terms.", "Can you describe {t} to a ten-year-old?", "What should I know about {t}?",
-         "Give me a short explanation of {t}.", "Why is {t} important?", "Tell me three facts about {t}.")
+         "Give me a short explanation of {t}.", "Why is {t} important?", "Tell me three facts about {t}.",
+         "I'm curious about {t}. Can you explain it?", "Write a short paragraph about {t}.", "Help me understand {t}.",
+         "What is the simplest way to explain {t}?", "Teach me about {t} in a few sentences.", "Describe {t} briefly.",
+         "I have a test tomorrow on {t}. Can you sum it up for me?", "Could you explain {t} step by step?",
+         "What are the key ideas behind {t}?")
 _CODE_TASKS = ("returns the sum of a list of numbers", "reverses a string", "counts the vowels in a word",
                "checks whether a number is prime", "returns the largest value in a list",
                "converts Celsius to Fahrenheit", "removes duplicates from a list", "computes the factorial of n",
@@ -30,11 +34,13 @@ _CODE_TASKS = ("returns the sum of a list of numbers", "reverses a string", "cou
                "sorts a list of names alphabetically", "finds the even numbers in a list",
                "joins a list of words with commas", "returns the length of the longest word")
 _CODE = ("Write a Python function that {t}.", "Write a short Python function that {t}, with a docstring.",
-         "Show me Python code that {t}.")
+         "Show me Python code that {t}.", "Write Python code for a function that {t}.",
+         "Implement a Python function that {t}.", "Can you write a Python function that {t}?")
 _LIST_ITEMS = ("fruits", "countries in Europe", "colours", "animals that live in the ocean", "musical instruments",
                "vegetables", "sports played with a ball", "things to pack for a trip", "ways to save water",
                "healthy breakfast ideas", "kitchen tools", "tips for studying", "hobbies", "programming languages")
-_LIST = ("List {n} {t}.", "Give me a numbered list of {n} {t}.", "Name {n} {t}, one per line.")
+_LIST = ("List {n} {t}.", "Give me a numbered list of {n} {t}.", "Name {n} {t}, one per line.", "What are {n} {t}?",
+         "Write a list of {n} {t}.", "Suggest {n} {t}.")
 _NAMES = ("Lina", "Omar", "Mei", "Tom", "Sara", "Ravi", "Anna", "Kofi", "Yuki", "Paul")
 _PLACES = ("a small town", "the city library", "a mountain village", "the school garden", "a busy market",
            "the harbour", "an old museum", "the train station")
