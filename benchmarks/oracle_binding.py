@@ -31,7 +31,9 @@ from andes_lib.train.loss import token_weights
 from andes_lib.train.patch_labels import collate_patch_labels, load_labeler
 from andes_lib.train.probe import token_labels
 
-PROBE_TASKS = ("hallucination/object", "hallucination/attribute", "general_vqa/color", "general_vqa/shape", "absent")
+PROBE_TASKS = ("hallucination/object", "hallucination/attribute", "general_vqa/color", "general_vqa/shape", "absent",
+               "general_vqa/relation")
+MAX_GRID = 16  # visual tokens per side the position embeddings cover
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -117,6 +119,14 @@ def run(a: argparse.Namespace) -> dict[str, float]:
             torch.nn.init.normal_(e.weight, std=a.std)
         params += list(e_shape.parameters()) + list(e_colour.parameters())
         model.model.get_image_features = lambda pixel_values, grid: e_shape(current["s"]) + e_colour(current["c"])
+    if a.pos:  # each visual row also says where its token is: row and column embeddings, added after the rows
+        e_row, e_col = torch.nn.Embedding(MAX_GRID, hidden), torch.nn.Embedding(MAX_GRID, hidden)
+        for e in (e_row, e_col):
+            torch.nn.init.normal_(e.weight, std=a.pos)
+        params += list(e_row.parameters()) + list(e_col.parameters())
+        rows_only = model.model.get_image_features
+        model.model.get_image_features = lambda pv, grid: rows_only(pv, grid) + e_row(current["row"]) + e_col(
+            current["col"])
     if a.rms:  # rows normalised to a fixed RMS (what `projector_rms` does in the model)
         raw = model.model.get_image_features
         model.model.get_image_features = lambda pv, grid: a.rms * torch.nn.functional.rms_norm(
@@ -132,6 +142,11 @@ def run(a: argparse.Namespace) -> dict[str, float]:
     labeler = load_labeler(a.labeler)[0] if a.labeler else None
 
     def prep(rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate(proc, rows, "assistant")
+        if a.pos:  # raster order over each image's (h/2, w/2) token grid
+            grid = batch["image_grid_hw"] // 2
+            current["row"] = torch.cat([torch.arange(h).repeat_interleave(w) for h, w in grid.tolist()])
+            current["col"] = torch.cat([torch.arange(w).repeat(h) for h, w in grid.tolist()])
         if not a.real:
             labels = collate_patch_labels(proc, rows)
             if labeler is not None:  # the vision stage's own predictions stand in for the ground truth
@@ -139,7 +154,7 @@ def run(a: argparse.Namespace) -> dict[str, float]:
                     s_logits, c_logits, _, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
                 labels = {"shape_labels": s_logits.argmax(-1), "colour_labels": c_logits.argmax(-1)}
             current["s"], current["c"], _ = token_labels(labels)
-        return collate(proc, rows, "assistant")
+        return batch
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
@@ -200,6 +215,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--projector-lr", type=float, default=-1.0, help="--real: the projector's rate (0: frozen; -1: --lr)")
     p.add_argument("--std", type=float, default=0.02, help="init std of the oracle embeddings (their scale)")
+    p.add_argument("--pos", type=float, default=0.0,
+                   help="add trainable row and column embeddings of this init std to the visual rows (0: none)")
     p.add_argument("--rms", type=float, default=0.0, help="normalise visual rows to this RMS (0: leave them)")
     p.add_argument("--weighting", default="token", choices=["token", "sample", "square"])
     p.add_argument("--every", type=int, default=50)

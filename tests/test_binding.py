@@ -88,6 +88,6 @@ def test_oracle_benchmark_runs_end_to_end():
     spec.loader.exec_module(oracle)
     args = argparse.Namespace(init="fresh", real=False, mix="general_vqa/color:1", n_train=32, steps=3, batch=8,
                               lr=1e-3, std=0.02, rms=1.0, weighting="sample", every=3, seed=0, json="",
-                              labeler="", projector_lr=-1.0)
+                              labeler="", projector_lr=-1.0, pos=1.0)
     result = oracle.run(args)
     assert set(result) == set(oracle.PROBE_TASKS) and all(0 <= v <= 1 for v in result.values())
