@@ -144,7 +144,10 @@ def run(a: argparse.Namespace) -> dict[str, float]:
     def prep(rows: list[dict]) -> dict[str, torch.Tensor]:
         batch = collate(proc, rows, "assistant")
         if a.pos:  # raster order over each image's (h/2, w/2) token grid
-            grid = batch["image_grid_hw"] // 2
+            grid = batch["image_grid_hw"] // 2  # pixel shuffle merges 2x2 patches
+            if int(grid.max()) > MAX_GRID:
+                raise ValueError(f"--pos covers {MAX_GRID} visual tokens per side; an image here has a "
+                                 f"{tuple(grid.max(0).values.tolist())} token grid")
             current["row"] = torch.cat([torch.arange(h).repeat_interleave(w) for h, w in grid.tolist()])
             current["col"] = torch.cat([torch.arange(w).repeat(h) for h, w in grid.tolist()])
         if not a.real:
