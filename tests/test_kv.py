@@ -157,8 +157,7 @@ def test_okv_keeps_whole_paragraphs_ranked_once_for_the_model(restate_prefill) -
 
 def test_okv_keeps_the_asked_paragraph_whole_under_a_tight_budget(restate_prefill) -> None:
     pre, layout = restate_prefill, restate_prefill.layout
-    lift = pre.scores[0]["question_lift_model"][0].masked_fill(layout.question, float("-inf"))
-    asked = layout.paragraphs == layout.paragraphs[lift.argmax()]
+    asked = kv.policies.asked_paragraph(pre.scores[0], layout)[0]
     assert 8 < int(asked.sum()) < 0.2 * layout.length  # a real paragraph, and the budget below can hold it
     kept = torch.zeros(layout.length, dtype=torch.bool)
     kept[kv.kept_positions(pre, "okv", 0.75)[0][0]] = True
@@ -166,6 +165,21 @@ def test_okv_keeps_the_asked_paragraph_whole_under_a_tight_budget(restate_prefil
     h2o = torch.zeros(layout.length, dtype=torch.bool)
     h2o[kv.kept_positions(pre, "h2o", 0.75)[0][0]] = True
     assert h2o.sum() == kept.sum()
+
+
+def test_asked_paragraph_skips_the_question_and_the_sinks() -> None:
+    # five paragraphs of four tokens: 0 holds the sinks, 4 is the question; the lift peaks in both of them
+    paragraphs = torch.arange(20) // 4
+    question = paragraphs == 4
+    layout = kv.PromptLayout(20, question, torch.zeros(20, dtype=torch.bool), torch.zeros(20, dtype=torch.bool),
+                             paragraphs, paragraphs)
+    lift = torch.ones(2, 20)
+    lift[:, 1], lift[:, 18], lift[:, 9] = 50.0, 40.0, 9.0  # a sink, a question token, then paragraph 2
+    asked = kv.policies.asked_paragraph({"question_lift_model": lift}, layout)
+    assert asked.shape == (2, 20) and torch.equal(asked[0], paragraphs == 2) and torch.equal(asked[1], asked[0])
+    everything_taken = kv.PromptLayout(4, torch.tensor([False, False, True, True]), *[torch.zeros(4, dtype=torch.bool)] * 2,
+                                       torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    assert not kv.policies.asked_paragraph({"question_lift_model": torch.ones(1, 4)}, everything_taken).any()
 
 
 def test_tasks_are_reproducible_and_scored() -> None:
