@@ -177,8 +177,8 @@ def test_asked_paragraph_skips_the_question_and_the_sinks() -> None:
     lift[:, 1], lift[:, 18], lift[:, 9] = 50.0, 40.0, 9.0  # a sink, a question token, then paragraph 2
     asked = kv.policies.asked_paragraph({"question_lift_model": lift}, layout)
     assert asked.shape == (2, 20) and torch.equal(asked[0], paragraphs == 2) and torch.equal(asked[1], asked[0])
-    everything_taken = kv.PromptLayout(4, torch.tensor([False, False, True, True]), *[torch.zeros(4, dtype=torch.bool)] * 2,
-                                       torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    no_flag, one_span = torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.long)
+    everything_taken = kv.PromptLayout(4, torch.tensor([False, False, True, True]), no_flag, no_flag, one_span, one_span)
     assert not kv.policies.asked_paragraph({"question_lift_model": torch.ones(1, 4)}, everything_taken).any()
 
 

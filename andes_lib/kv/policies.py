@@ -112,8 +112,8 @@ def okv(scores: dict[str, torch.Tensor], layout: PromptLayout, keep: int) -> tup
     """Ours: first the paragraph holding the token the question lifts most (the one it asks about), whole; then
     the other paragraphs by the question's peak attention averaged over each, then sentences, then tokens."""
     peak = scores["question_peak_model"]
-    score = (asked_paragraph(scores, layout).float() + _span_mean(peak, layout.paragraphs) + 1e-3 * _span_mean(peak, layout.segments)
-             + 1e-6 * peak)
+    score = (asked_paragraph(scores, layout).float() + _span_mean(peak, layout.paragraphs)
+             + 1e-3 * _span_mean(peak, layout.segments) + 1e-6 * peak)
     return score, _sinks(layout.length) | layout.boundaries
 
 
