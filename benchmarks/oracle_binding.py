@@ -121,9 +121,16 @@ def run(a: argparse.Namespace) -> dict[str, float]:
         model.model.get_image_features = lambda pixel_values, grid: e_shape(current["s"]) + e_colour(current["c"])
     if a.pos:  # each visual row also says where its token is: row and column embeddings, added after the rows
         e_row, e_col = torch.nn.Embedding(MAX_GRID, hidden), torch.nn.Embedding(MAX_GRID, hidden)
-        for e in (e_row, e_col):
-            torch.nn.init.normal_(e.weight, std=a.pos)
-        params += list(e_row.parameters()) + list(e_col.parameters())
+        if a.pos_kind == "learned":
+            for e in (e_row, e_col):
+                torch.nn.init.normal_(e.weight, std=a.pos)
+            params += list(e_row.parameters()) + list(e_col.parameters())
+        else:  # "ramp": fixed, linear in the index along one random direction per axis (-pos .. +pos over 6 tokens)
+            g = torch.Generator().manual_seed(a.seed + 1)
+            ramp = (torch.arange(MAX_GRID, dtype=torch.float32) - 2.5) / 2.5
+            for e in (e_row, e_col):
+                e.weight.data = a.pos * ramp[:, None] * torch.randn(hidden, generator=g)[None]
+                e.requires_grad_(False)
         rows_only = model.model.get_image_features
         model.model.get_image_features = lambda pv, grid: rows_only(pv, grid) + e_row(current["row"]) + e_col(
             current["col"])
@@ -154,7 +161,7 @@ def run(a: argparse.Namespace) -> dict[str, float]:
             labels = collate_patch_labels(proc, rows)
             if labeler is not None:  # the vision stage's own predictions stand in for the ground truth
                 with torch.no_grad():
-                    s_logits, c_logits, _, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
+                    s_logits, c_logits, *_ = labeler(labels["pixel_values"], labels["image_grid_hw"])
                 labels = {"shape_labels": s_logits.argmax(-1), "colour_labels": c_logits.argmax(-1)}
             current["s"], current["c"], _ = token_labels(labels)
         return batch
@@ -220,6 +227,8 @@ def main() -> None:
     p.add_argument("--std", type=float, default=0.02, help="init std of the oracle embeddings (their scale)")
     p.add_argument("--pos", type=float, default=0.0,
                    help="add trainable row and column embeddings of this init std to the visual rows (0: none)")
+    p.add_argument("--pos-kind", default="learned", choices=["learned", "ramp"],
+                   help="--pos as trainable embeddings, or as fixed codes linear in the row and column")
     p.add_argument("--rms", type=float, default=0.0, help="normalise visual rows to this RMS (0: leave them)")
     p.add_argument("--weighting", default="token", choices=["token", "sample", "square"])
     p.add_argument("--every", type=int, default=50)

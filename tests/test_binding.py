@@ -14,7 +14,7 @@ import andes_lib
 from andes_lib.data import build_dataset
 from andes_lib.model.projector import PixelShuffleProjector
 from andes_lib.train.loss import token_weights
-from andes_lib.train.probe import object_share, probe_visual_tokens, token_labels
+from andes_lib.train.probe import object_share, position_r2, probe_visual_tokens, token_labels, token_positions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,21 @@ def test_probe_reports_accuracies_and_scales():
     out = probe_visual_tokens(model, proc, rows[:4], rows[4:])
     assert 0 <= out["shape"] <= 1 and 0 <= out["colour"] <= 1 and out["object_tokens"] > 0
     assert out["visual_rms"] == pytest.approx(1.0, rel=0.05)  # nano's projector holds rows at RMS 1 at init
-    assert 0 <= out["object_share"] <= 1
+    assert 0 <= out["object_share"] <= 1 and out["position_r2"] <= 1
+
+
+def test_token_positions_are_block_centres_in_projector_order():
+    xy = token_positions(torch.tensor([[2, 4], [4, 2]]))  # two images: tokens side by side, then one above the other
+    assert torch.allclose(xy, torch.tensor([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]]))
+
+
+def test_position_r2_reads_a_linear_place_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(400, 2, generator=g) * 2 - 1
+    rows = xy @ torch.randn(2, 16, generator=g) + 0.05 * torch.randn(400, 16, generator=g)
+    assert position_r2(rows[:300], xy[:300], rows[300:], xy[300:]) > 0.95
+    noise = torch.randn(400, 16, generator=g)
+    assert position_r2(noise[:300], xy[:300], noise[300:], xy[300:]) < 0.1
 
 
 def test_object_share_is_one_for_pure_codes_and_falls_with_nuisance():
@@ -88,6 +102,6 @@ def test_oracle_benchmark_runs_end_to_end():
     spec.loader.exec_module(oracle)
     args = argparse.Namespace(init="fresh", real=False, mix="general_vqa/color:1", n_train=32, steps=3, batch=8,
                               lr=1e-3, std=0.02, rms=1.0, weighting="sample", every=3, seed=0, json="",
-                              labeler="", projector_lr=-1.0, pos=1.0)
+                              labeler="", projector_lr=-1.0, pos=1.0, pos_kind="ramp")
     result = oracle.run(args)
     assert set(result) == set(oracle.PROBE_TASKS) and all(0 <= v <= 1 for v in result.values())

@@ -15,21 +15,35 @@ from typing import Any
 
 import torch
 
+from ..model.vision import block_order_coords
 from .patch_labels import COLOUR_CLASSES, SHAPE_CLASSES, collate_patch_labels, token_labels
+
+
+def token_positions(image_grid_hw: torch.Tensor) -> torch.Tensor:
+    """(x, y) centre of every visual token (a 2x2 patch block), -1 to 1 across its image, in the order the projector
+    emits them, as (N, 2)."""
+    out = []
+    for h, w in image_grid_hw.tolist():
+        rows, cols = block_order_coords(h, w)
+        rows, cols = rows.view(-1, 4).float().mean(1), cols.view(-1, 4).float().mean(1)  # a token's 4 patches
+        out.append(torch.stack([(cols + 0.5) / w * 2 - 1, (rows + 0.5) / h * 2 - 1], -1))
+    return torch.cat(out)
 
 
 @torch.no_grad()
 def visual_tokens(model: Any, processor: Any, rows: Sequence[dict[str, Any]], batch_size: int = 32
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(projector outputs, shape ids, colour ids), one row per visual token of every image of `rows`."""
-    feats, shapes, colours = [], [], []
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(projector outputs, shape ids, colour ids, (x, y) of the token in its image, -1 to 1), one row per visual
+    token of every image of `rows`."""
+    feats, shapes, colours, places = [], [], [], []
     for i in range(0, len(rows), batch_size):
         batch = collate_patch_labels(processor, rows[i:i + batch_size])
         feats.append(model.get_image_features(batch["pixel_values"], batch["image_grid_hw"]).float())
         s, c, _ = token_labels(batch)
         shapes.append(s)
         colours.append(c)
-    return torch.cat(feats), torch.cat(shapes), torch.cat(colours)
+        places.append(token_positions(batch["image_grid_hw"]))
+    return torch.cat(feats), torch.cat(shapes), torch.cat(colours), torch.cat(places)
 
 
 def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
@@ -50,6 +64,18 @@ def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         return float((head(x_test[keep]).argmax(-1) == y_test[keep]).float().mean())
 
 
+def position_r2(x_train: torch.Tensor, xy_train: torch.Tensor, x_test: torch.Tensor, xy_test: torch.Tensor,
+                ridge: float = 1.0) -> float:
+    """Held-out R^2 of a ridge regression of each token's (x, y) from its row: how readable *where* a token is (1:
+    exactly, 0: no better than the mean). Relations and GUI grounding need it."""
+    mean, std = x_train.mean(0), x_train.std(0).clamp(min=1e-6)
+    a, b = (x_train - mean) / std, (x_test - mean) / std
+    a, b = torch.cat([a, torch.ones(len(a), 1)], 1), torch.cat([b, torch.ones(len(b), 1)], 1)
+    w = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1]), a.T @ xy_train)
+    residual = (b @ w - xy_test).pow(2).sum()
+    return float(1 - residual / (xy_test - xy_test.mean(0)).pow(2).sum())
+
+
 def object_share(x: torch.Tensor, shapes: torch.Tensor, colours: torch.Tensor) -> float:
     """Share of the object tokens' variance that their (shape, colour) explains: how much of what the LLM reads is
     the object. Linear probes can read an object that is 5% of the variance; attention has to find it first."""
@@ -64,15 +90,17 @@ def object_share(x: torch.Tensor, shapes: torch.Tensor, colours: torch.Tensor) -
 
 def probe_visual_tokens(model: Any, processor: Any, train_rows: Sequence[dict[str, Any]],
                         test_rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Held-out shape and colour accuracy of linear probes on the visual tokens, the share of their variance that is
-    the object (`object_share`), and their RMS beside the text's."""
+    """Held-out shape and colour accuracy of linear probes on the visual tokens, how well their place reads
+    (`position_r2`), the share of their variance that is the object (`object_share`), and their RMS beside the
+    text's."""
     model.eval()
-    x_tr, s_tr, c_tr = visual_tokens(model, processor, train_rows)
-    x_te, s_te, c_te = visual_tokens(model, processor, test_rows)
+    x_tr, s_tr, c_tr, p_tr = visual_tokens(model, processor, train_rows)
+    x_te, s_te, c_te, p_te = visual_tokens(model, processor, test_rows)
     with torch.no_grad():
         text_rms = model.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().mean()
     return {"shape": linear_probe(x_tr, s_tr, x_te, s_te, len(SHAPE_CLASSES)),
             "colour": linear_probe(x_tr, c_tr, x_te, c_te, len(COLOUR_CLASSES)),
+            "position_r2": position_r2(x_tr, p_tr, x_te, p_te),
             "object_share": object_share(x_te, s_te, c_te),
             "visual_rms": float(x_te.pow(2).mean(-1).sqrt().mean()), "text_rms": float(text_rms),
             "object_tokens": int((s_te > 0).sum())}
@@ -91,7 +119,7 @@ def label_reader(labeler: Any | None, processor: Any, rows: Sequence[dict[str, A
         labels = collate_patch_labels(processor, chunk)
         true_s, _, _ = token_labels(labels)
         if labeler is not None:
-            s_logits, c_logits, _, _ = labeler(labels["pixel_values"], labels["image_grid_hw"])
+            s_logits, c_logits, *_ = labeler(labels["pixel_values"], labels["image_grid_hw"])
             labels = {"shape_labels": s_logits.argmax(-1), "colour_labels": c_logits.argmax(-1)}
         shapes, colours, _ = token_labels(labels)
         confusion.index_put_((true_s, shapes), torch.ones(len(shapes)), accumulate=True)
