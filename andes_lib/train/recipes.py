@@ -209,7 +209,8 @@ ALL_DOMAINS = {"text_rich": 1.0, "chart": 1.0, "reasoning": 1.0, "multi_image": 
 # include absent shapes ("There is no star."), which teach absence as a look-up. Presence is learned last, so the
 # rate stays constant after warm-up. With half these shape, attribute, caption and relation weights, presence was
 # not learned at all in the real pipeline (yes-minus-no AUC 0.49 after pt2, against 0.82 with these in one run; a
-# later run of the same recipe reached only 0.57, so pt3 now leads with presence).
+# later run of the same recipe reached only 0.57, so pt3 now leads with presence). With relations at 2.5 instead of 1,
+# presence was lost again (object POPE 0.54 after pt2 against 0.77, `03` section 7): relations stay at 1 here.
 BINDING_MIX = {"general_vqa/color": 3.0, "general_vqa/shape": 2.0, "hallucination/object": 2.0,
                "hallucination/attribute": 1.5, "general_vqa/caption": 1.0, "general_vqa/relation": 1.0,
                "general_vqa/size": 0.5}
