@@ -67,6 +67,7 @@ class AndesVLConfig(PreTrainedConfig):
     image_end_token_id: int = 151653  # </img>
     projector_layernorm: bool = False  # True gives the InternVL-style LayerNorm(4C) first (earlier AndesVL builds)
     projector_output_rms: float = 0.0  # > 0: visual rows RMS-normalised, times a learned gain starting here
+    projector_place_scale: float = 0.0  # > 0: each visual row + this times its (x, y) along two fixed directions
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):

@@ -62,10 +62,11 @@ def get_config(name: str) -> AndesVLConfig:
     ids = tok.convert_tokens_to_ids
     text = qwen3(256, 4, 4, 768, kv_heads=2, head_dim=64, vocab=len(tok), max_positions=2048)
     text.update(bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    # visual rows held at RMS 1 (text embeddings: ~0.05): see PixelShuffleProjector and benchmarks/oracle_binding.py
+    # visual rows held at RMS 1 (text embeddings: ~0.05), plus each token's place: see PixelShuffleProjector and
+    # benchmarks/oracle_binding.py
     return AndesVLConfig(vision_config=AndesVisionConfig(**NANO_VISION), text_config=text,
                          image_token_id=ids(IMAGE_PAD), image_start_token_id=ids(IMAGE_START),
-                         image_end_token_id=ids(IMAGE_END), projector_output_rms=1.0)
+                         image_end_token_id=ids(IMAGE_END), projector_output_rms=1.0, projector_place_scale=0.7)
 
 
 def build_image_processor(name: str) -> AndesVLImageProcessor:

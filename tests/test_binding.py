@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 import andes_lib
 from andes_lib.data import build_dataset
-from andes_lib.model.projector import PixelShuffleProjector
+from andes_lib.model.projector import PixelShuffleProjector, place_directions, token_positions
 from andes_lib.train.loss import token_weights
-from andes_lib.train.probe import object_share, position_r2, probe_visual_tokens, token_labels, token_positions
+from andes_lib.train.probe import object_share, position_r2, probe_visual_tokens, token_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,22 @@ def test_projector_output_rms_holds_rows_at_the_learned_gain():
     assert PixelShuffleProjector(8, 16).output_gain is None
     with pytest.raises(ValueError, match="output_rms"):
         PixelShuffleProjector(8, 16, output_rms=-1.0)
+
+
+def test_place_code_adds_each_tokens_x_and_y_along_two_fixed_directions():
+    torch.manual_seed(0)
+    plain, placed = PixelShuffleProjector(8, 16, output_rms=1.0), PixelShuffleProjector(8, 16, output_rms=1.0,
+                                                                                          place_scale=0.5)
+    placed.load_state_dict(plain.state_dict())
+    features, grid = torch.randn(24, 8), torch.tensor([[2, 4], [4, 2], [2, 4]])  # three images of two tokens
+    delta = placed(features, grid) - plain(features, grid)
+    directions = place_directions(16)
+    assert torch.allclose(directions @ directions.T, 16 * torch.eye(2), atol=1e-4)  # orthogonal, RMS 1 each
+    assert torch.allclose(delta, 0.5 * token_positions(grid) @ directions, atol=1e-5)
+    assert torch.equal(placed(features), plain(features))  # without the grid (the vision stage's code target): none
+    assert torch.equal(place_directions(16), place_directions(16).clone())
+    with pytest.raises(ValueError, match="place_scale"):
+        PixelShuffleProjector(8, 16, place_scale=-1.0)
 
 
 def test_logits_only_where_a_label_follows_give_the_full_loss():
@@ -68,7 +84,8 @@ def test_probe_reports_accuracies_and_scales():
     rows = list(build_dataset("validation", ["hallucination"], 6, progress=False).select_columns(["domain", "images", "scene"]))
     out = probe_visual_tokens(model, proc, rows[:4], rows[4:])
     assert 0 <= out["shape"] <= 1 and 0 <= out["colour"] <= 1 and out["object_tokens"] > 0
-    assert out["visual_rms"] == pytest.approx(1.0, rel=0.05)  # nano's projector holds rows at RMS 1 at init
+    # nano's projector holds rows at RMS 1 at init, plus its place code (0.7 x and y along two orthogonal directions)
+    assert 1.0 <= out["visual_rms"] <= (1 + 2 * 0.7**2) ** 0.5 and out["position_r2"] > 0.99
     assert 0 <= out["object_share"] <= 1 and out["position_r2"] <= 1
 
 

@@ -104,7 +104,7 @@ def test_recipe_hash_changes_with_every_parameter_and_the_parent():
     assert r.params_hash() == r.replace(description="other words").params_hash()
     for change in ({"steps": r.steps + 1}, {"lr": {**r.lr, "projector": 1e-4}}, {"data": {"gui": 1.0}},
                    {"max_seq_len": 64}, {"seed": 1}, {"loss_on": "all"}, {"text_only": 0.5},
-                   {"loss_weighting": "token"}):
+                   {"loss_weighting": "token"}, {"optimizer": "adamw"}, {"place_code": False}):
         assert r.replace(**change).params_hash() != r.params_hash(), change
     table = dict(RECIPES)
     before = fingerprint(table["nano-sft"], table)
@@ -179,8 +179,9 @@ def test_loss_decreases_on_a_tiny_run(tmp_path):
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3, losses
 
 
-def test_resume_after_a_kill_is_bit_exact(tmp_path):
-    r = recipe(steps=6, save_every=2, text_only=0.25)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_after_a_kill_is_bit_exact(tmp_path, optimizer):
+    r = recipe(steps=6, save_every=2, text_only=0.25, optimizer=optimizer)
     straight = run_stage(r, tmp_path / "a" / "final", progress=False)
     stopped = run_stage(r, tmp_path / "b" / "final", stop_after=3, progress=False)  # "killed" after step 3
     assert stopped.path is None and list_checkpoints(tmp_path / "b" / "final.checkpoints")[-1].name == "step-000003"
@@ -191,6 +192,19 @@ def test_resume_after_a_kill_is_bit_exact(tmp_path):
     a = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(straight.path)).state_dict()
     b = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(resumed.path)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stage_without_the_place_code_trains_without_it_and_keeps_it_in_the_config(tmp_path):
+    with_code = run_stage(recipe(steps=2), tmp_path / "a" / "final", progress=False)
+    without = run_stage(recipe(steps=2, place_code=False), tmp_path / "b" / "final", progress=False)
+    a = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(with_code.path))
+    b = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(without.path))
+    assert a.config.projector_place_scale == b.config.projector_place_scale == 0.7
+    assert b.model.projector.place_scale == 0.7  # a loaded model adds it again
+    wa, wb = a.state_dict(), b.state_dict()
+    assert not torch.equal(wa["model.projector.linear_2.weight"], wb["model.projector.linear_2.weight"])
+    with pytest.raises(ValueError, match="place_code"):
+        recipe(place_code="no")
 
 
 CHILD = """

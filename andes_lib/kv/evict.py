@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from .policies import check_policy, check_ratio, select
+from .policies import SINKS, check_policy, check_ratio, select
 from .prefill import Prefill
 
 
@@ -29,11 +29,30 @@ def kept_positions(pre: Prefill, policy: str, ratio: float) -> list[torch.Tensor
 def evict(pre: Prefill, policy: str, ratio: float) -> tuple[DynamicCache, list[torch.Tensor]]:
     """A new cache holding only the kept positions of each layer, and those positions."""
     kept = kept_positions(pre, policy, ratio)
+    return gather_cache(pre, kept), kept
+
+
+def gather_cache(pre: Prefill, kept: Sequence[torch.Tensor]) -> DynamicCache:
+    """A new cache holding, per layer, the (kv_heads, keep) positions `kept` of the prefill's cache."""
     cache = DynamicCache()
     for layer_idx, (layer, idx) in enumerate(zip(pre.cache.layers, kept, strict=True)):
         gather = idx[None, :, :, None].expand(1, -1, -1, layer.keys.shape[-1])
         cache.update(layer.keys.gather(2, gather).contiguous(), layer.values.gather(2, gather).contiguous(), layer_idx)
-    return cache, kept
+    return cache
+
+
+def random_drop(pre: Prefill, n: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Per layer, every position but `n` document positions drawn at random (the same in every layer and head);
+    the question and the attention sinks stay. A near-full cache: how much an answer moves when almost nothing
+    is evicted."""
+    layout = pre.layout
+    candidates = (~layout.question & ~layout.boundaries).nonzero().flatten()[SINKS:]
+    if not 0 <= n <= candidates.numel():
+        raise ValueError(f"cannot drop {n} of the {candidates.numel()} document positions")
+    keep = torch.ones(layout.length, dtype=torch.bool)
+    keep[candidates[torch.randperm(candidates.numel(), generator=generator)[:n]]] = False
+    heads = pre.cache.layers[0].keys.shape[1]
+    return [keep.nonzero().flatten().expand(heads, -1) for _ in pre.cache.layers]
 
 
 def stack_caches(caches: Sequence[DynamicCache]) -> DynamicCache:

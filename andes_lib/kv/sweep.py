@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..eval.harness import clean_output
 from ..eval.metrics import score as metric_score
-from .evict import cache_bytes, evict, generate_evicted, kept_share, stack_caches
+from .evict import cache_bytes, evict, gather_cache, generate_evicted, kept_share, random_drop, stack_caches
 from .policies import check_policy, check_ratio
 from .prefill import Prefill, make_layout, prefill
 from .tasks import Sample, encode, encode_image, score
@@ -65,6 +65,27 @@ def run_sweep(model: nn.Module, tokenizer, samples: Sequence[Sample], policies: 
                 rows.append({"task": sample.task, "prompt": i, "tokens": pre.input_ids.shape[1],
                              "score": score(row["answer"], sample), **row})
     return rows, first
+
+
+def noise_floor(model: nn.Module, tokenizer, samples: Sequence[Sample], share: float = 0.01, repeats: int = 2,
+                max_new_tokens: int = 48, seed: int = 0, progress: bool = True) -> list[dict]:
+    """How much one prompt's score moves when a `share` of its document positions, drawn at random, leave the
+    full cache: the noise every policy's per-prompt score carries, whatever it keeps. One row per (prompt, repeat)
+    with the full cache's score and the near-full one's."""
+    if not 0 < share < 1 or repeats < 1:
+        raise ValueError(f"share must be in (0, 1) and repeats >= 1, got {share!r} and {repeats!r}")
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for i, sample in enumerate(tqdm(samples, desc="noise floor", disable=not progress)):
+        pre = prepare(model, tokenizer, sample)
+        answer = generate_evicted(model, pre, evict(pre, "okv", 0.0)[0], max_new_tokens)[0]
+        full = score(tokenizer.decode(answer, skip_special_tokens=True), sample)
+        n = max(1, int(round(share * int((~pre.layout.question).sum()))))
+        caches = [gather_cache(pre, random_drop(pre, n, generator)) for _ in range(repeats)]
+        out = generate_evicted(model, pre, stack_caches(caches), max_new_tokens)
+        rows += [{"task": sample.task, "prompt": i, "repeat": r, "dropped": n, "full": full,
+                  "near_full": score(tokenizer.decode(o, skip_special_tokens=True), sample)} for r, o in enumerate(out)]
+    return rows
 
 
 def image_sweep(model: nn.Module, processor, rows: Sequence[dict], policies: Sequence[str], ratios: Sequence[float],

@@ -41,7 +41,7 @@ class AndesVLModel(AndesVLPreTrainedModel):
         self.vision_tower = AndesVisionModel(config.vision_config)
         self.projector = PixelShuffleProjector(
             config.vision_config.hidden_size, config.text_config.hidden_size, layernorm=config.projector_layernorm,
-            output_rms=config.projector_output_rms,
+            output_rms=config.projector_output_rms, place_scale=config.projector_place_scale,
         )
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
@@ -55,7 +55,7 @@ class AndesVLModel(AndesVLPreTrainedModel):
     def get_image_features(self, pixel_values: torch.Tensor, image_grid_hw: torch.Tensor) -> torch.Tensor:
         """Packed patches -> one LLM-width row per 2x2 patch block, images concatenated in order."""
         features = self.vision_tower(pixel_values=pixel_values, image_grid_hw=image_grid_hw).last_hidden_state
-        return self.projector(features)
+        return self.projector(features, image_grid_hw)
 
     def splice_image_features(
         self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, image_features: torch.Tensor

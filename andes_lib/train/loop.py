@@ -45,6 +45,7 @@ from .checkpoint import (CheckpointError, atomic_dir, latest_checkpoint, load_mo
                          load_state, save_checkpoint, set_rng_state, write_json)
 from .collate import IGNORE_INDEX, collate
 from .loss import token_weights
+from .optim import MuonAdamW
 from .patch_labels import HEAD_FILE, HEAD_PREFIX, attach_head, collate_patch_labels, label_terms, patch_label_loss
 from .recipes import MODULE_GROUPS, StageRecipe
 from .stream import DataStream, build_pools
@@ -83,7 +84,9 @@ def trainable_table(model: torch.nn.Module, recipe: StageRecipe) -> list[dict[st
 
 
 def param_groups(model: torch.nn.Module, recipe: StageRecipe) -> list[dict[str, Any]]:
-    """One optimizer group per (module group, decay/no-decay); frozen groups are left out."""
+    """One optimizer group per (module group, decay/no-decay); frozen groups are left out. With the Muon optimizer
+    the matrices of the LLM's decoder layers form their own group (`language_model/muon`); its embeddings stay with
+    AdamW, as in Muon's own recipe."""
     groups = []
     modules = {g: (m, recipe.lr[g]) for g, m in module_groups(model).items() if g in recipe.lr}
     if hasattr(model, "patch_label_head"):  # the `vision` stage's head learns at the vision tower's rate
@@ -92,9 +95,16 @@ def param_groups(model: torch.nn.Module, recipe: StageRecipe) -> list[dict[str, 
         params = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
-        for suffix, ps, wd in (("", decay, recipe.weight_decay), ("/no_decay", no_decay, 0.0)):
+        muon: list[torch.nn.Parameter] = []
+        if recipe.optimizer == "muon" and name == "language_model":
+            inner = {id(p) for layer in module.layers for p in layer.parameters() if p.dim() == 2}
+            muon = [p for p in decay if id(p) in inner]
+            decay = [p for p in decay if id(p) not in inner]
+        for suffix, ps, wd in (("/muon", muon, recipe.weight_decay), ("", decay, recipe.weight_decay),
+                               ("/no_decay", no_decay, 0.0)):
             if ps:
-                groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + suffix})
+                groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + suffix,
+                               **({"muon": suffix == "/muon"} if recipe.optimizer == "muon" else {})})
     return groups
 
 
@@ -194,12 +204,15 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     seed_everything(recipe.seed)
     started = time.perf_counter()
     model, processor = load_start(recipe, init_from)
+    if not recipe.place_code:  # for this stage only; the saved config keeps the preset's scale
+        module_groups(model)["projector"].place_scale = 0.0
     labeler = (attach_head(model, warm_projector="projector" in recipe.lr) if recipe.objective == "patch_labels"
                else None)
     model.train()
     counts = apply_freeze(model, recipe)
-    optimizer = torch.optim.AdamW(param_groups(model, recipe), betas=recipe.betas, weight_decay=recipe.weight_decay,
-                                  foreach=False)
+    groups = param_groups(model, recipe)
+    optimizer = (MuonAdamW(groups, betas=recipe.betas, weight_decay=recipe.weight_decay) if recipe.optimizer == "muon"
+                 else torch.optim.AdamW(groups, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=False))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, LRSchedule(recipe.steps, recipe.warmup_steps, recipe.schedule, recipe.min_lr_ratio))
     pools = build_pools(recipe, processor, datasets_fn=datasets_fn, progress=progress and accelerator.is_main_process)

@@ -15,19 +15,8 @@ from typing import Any
 
 import torch
 
-from ..model.vision import block_order_coords
+from ..model.projector import token_positions
 from .patch_labels import COLOUR_CLASSES, SHAPE_CLASSES, collate_patch_labels, token_labels
-
-
-def token_positions(image_grid_hw: torch.Tensor) -> torch.Tensor:
-    """(x, y) centre of every visual token (a 2x2 patch block), -1 to 1 across its image, in the order the projector
-    emits them, as (N, 2)."""
-    out = []
-    for h, w in image_grid_hw.tolist():
-        rows, cols = block_order_coords(h, w)
-        rows, cols = rows.view(-1, 4).float().mean(1), cols.view(-1, 4).float().mean(1)  # a token's 4 patches
-        out.append(torch.stack([(cols + 0.5) / w * 2 - 1, (rows + 0.5) / h * 2 - 1], -1))
-    return torch.cat(out)
 
 
 @torch.no_grad()
