@@ -13,7 +13,7 @@ from PIL import Image
 import andes_lib
 from andes_lib.data.base import assistant_message, user_message
 from andes_lib.posttrain import difficulty, pairs
-from andes_lib.posttrain.common import save_checkpoint
+from andes_lib.posttrain.common import POSTTRAIN_FILE, posttrain_optimizer, save_checkpoint, trained_with
 from andes_lib.posttrain.grpo import group_advantages, grpo_loss, run_grpo, trl_vlm_model, trl_vlm_processor
 from andes_lib.posttrain.mpo import (generation_loss, mpo_config, mpo_loss, mpo_loss_from_batch, preference_loss,
                                      quality_loss, run_mpo)
@@ -78,8 +78,40 @@ def test_run_mpo_keeps_frozen_groups_fixed_and_trains_the_rest(proc, tmp_path):
     before = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], trained[k])}
     assert changed and all(k.startswith("model.language_model.") or "lm_head" in k for k in changed)
+    assert trained_with(init) == "adamw"  # a model with no training record: AdamW, and the run records it
+    assert trained_with(result.path) == "adamw" and (result.path / POSTTRAIN_FILE).is_file()
     with pytest.raises(ValueError, match="unknown module group"):
         run_mpo(init, data, tmp_path / "bad", steps=1, batch_size=2, freeze=("vision",))
+
+
+def test_trained_with_reads_the_recipe_then_the_post_training_record(tmp_path):
+    (tmp_path / "andes_artifact.json").write_text('{"recipe": {"optimizer": "muon"}}')
+    assert trained_with(tmp_path) == "muon"
+    (tmp_path / "andes_artifact.json").unlink()
+    (tmp_path / POSTTRAIN_FILE).write_text('{"optimizer": "muon"}')
+    assert trained_with(tmp_path) == "muon"
+    (tmp_path / POSTTRAIN_FILE).write_text('{"optimizer": "sgd"}')
+    assert trained_with(tmp_path) == "adamw"
+
+
+def test_posttrain_optimizer_puts_only_decoder_matrices_under_muon():
+    model = andes_lib.build_model("nano", seed=0)
+    model.model.vision_tower.requires_grad_(False)
+    opt = posttrain_optimizer(model, 1e-4)
+    groups = {g["name"]: g for g in opt.param_groups}
+    decoder = {id(p) for layer in model.model.language_model.layers for p in layer.parameters() if p.dim() == 2}
+    assert {id(p) for p in groups["language_model/muon"]["params"]} == decoder
+    assert groups["language_model/muon"]["muon"] and not groups["other"]["muon"]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    listed = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(listed) == sorted(trainable)  # every trainable parameter once, the frozen tower left out
+    assert all(g["lr"] == 1e-4 for g in opt.param_groups)
+    assert isinstance(posttrain_optimizer(model, 1e-4, "adamw"), torch.optim.AdamW)
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        posttrain_optimizer(model, 1e-4, "sgd")
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        posttrain_optimizer(model, 1e-4)
 
 
 # ----------------------------------------------------------------------------- rewards

@@ -24,6 +24,53 @@ TRL_CPU_ARGS: dict[str, Any] = {
 }
 
 
+POSTTRAIN_OPTIMIZERS: tuple[str, ...] = ("muon", "adamw")
+POSTTRAIN_FILE = "andes_posttrain.json"  # what a post-training run records next to the model it saves
+
+
+def trained_with(path: str | os.PathLike[str]) -> str:
+    """The optimizer a checkpoint was trained with: its training recipe's (`andes_artifact.json`), else the one a
+    post-training run recorded (`andes_posttrain.json`), else "adamw" (a model from elsewhere)."""
+    import json
+
+    path = Path(path)
+    for name, keys in (("andes_artifact.json", ("recipe", "optimizer")), (POSTTRAIN_FILE, ("optimizer",))):
+        if (path / name).is_file():
+            value: Any = json.loads((path / name).read_text())
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+            if value in POSTTRAIN_OPTIMIZERS:
+                return value
+    return "adamw"
+
+
+def posttrain_optimizer(model: Any, lr: float, kind: str = "muon", weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The optimizer of a post-training run, built for TRL's `optimizers=(optimizer, None)`.
+
+    Post-train with the optimizer the model was trained with (`trained_with`). "muon": `MuonAdamW` as in the SFT
+    stage of nano (Muon on the matrices of the LLM's decoder layers, AdamW on the rest), at one learning rate;
+    "adamw": `torch.optim.AdamW` on every trainable parameter. AdamW steps undo what a Muon-trained model learned:
+    80 of them at lr 3e-5 on nano-sft's own instruction data took reasoning 50 -> 40, multi-image 60 -> 46 and POPE
+    89 -> 81, where Muon kept POPE at 89 (`benchmarks/optimizer_mismatch.py`; Liu et al. 2025 report the mismatch).
+    """
+    from ..train.optim import MuonAdamW
+
+    if kind not in POSTTRAIN_OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {kind!r}; known: {POSTTRAIN_OPTIMIZERS}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    base = model.model if hasattr(model, "model") else model
+    inner = {id(p) for layer in base.language_model.layers for p in layer.parameters() if p.dim() == 2}
+    muon = [p for p in params if id(p) in inner]
+    rest = [p for p in params if id(p) not in inner]
+    groups = [{"params": ps, "lr": lr, "weight_decay": weight_decay, "muon": flag, "name": name}
+              for name, ps, flag in (("language_model/muon", muon, True), ("other", rest, False)) if ps]
+    return MuonAdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
 def seed_all(seed: int) -> None:
     """Seed Python, NumPy and torch."""
     random.seed(seed)
@@ -43,12 +90,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     return model.eval(), andes_lib.AndesVLProcessor.from_pretrained(str(path))
 
 
-def save_checkpoint(model: Any, processor: Any, path: str | os.PathLike[str]) -> Path:
-    """`save_pretrained` the model (unwrapped of TRL's fused-head patch) and the processor into `path`."""
+def save_checkpoint(model: Any, processor: Any, path: str | os.PathLike[str], optimizer: str | None = None) -> Path:
+    """`save_pretrained` the model (unwrapped of TRL's fused-head patch) and the processor into `path`; a
+    post-training run also records the `optimizer` it trained with (`trained_with` reads it back)."""
+    import json
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path))
     processor.save_pretrained(str(path))
+    if optimizer is not None:
+        (path / POSTTRAIN_FILE).write_text(json.dumps({"optimizer": optimizer}) + "\n")
     return path
 
 

@@ -41,8 +41,8 @@ import pandas as pd
 import torch
 
 from ..eval.metrics import score
-from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, log_frame, sample_answers, save_checkpoint,
-                     seed_all)
+from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, log_frame, posttrain_optimizer, sample_answers,
+                     save_checkpoint, seed_all, trained_with)
 from .rewards import format_score, thinking_rewards
 
 REWARD_WEIGHTS: tuple[float, float] = (1.0, 0.5)  # accuracy, format
@@ -236,13 +236,16 @@ def run_grpo(init_dir: str | os.PathLike[str], prompts: datasets.Dataset, out_di
              steps: int = 30, prompts_per_step: int = 4, num_generations: int = 4, max_completion_length: int = 64,
              lr: float = 1e-4, temperature: float = 1.0, seed: int = 0,
              held_out: Sequence[Mapping[str, Any]] | None = None, eval_every: int = 10, label: str = "",
-             reward_funcs: Sequence[Any] | None = None, log_every: int = 10, **overrides: Any) -> GRPOResult:
+             reward_funcs: Sequence[Any] | None = None, log_every: int = 10, optimizer: str | None = None,
+             **overrides: Any) -> GRPOResult:
     """GRPO (TRL `GRPOTrainer`) from the checkpoint in `init_dir` on `prompts` (see `grpo_rows`); saves the
     model + processor in `out_dir`. `held_out` rows (question, images, answer, metric) are evaluated every
-    `eval_every` steps. `reward_funcs` replaces `thinking_rewards` (then set `reward_weights` to match)."""
+    `eval_every` steps. `reward_funcs` replaces `thinking_rewards` (then set `reward_weights` to match).
+    `optimizer`: "muon" or "adamw"; None: the one `init_dir` was trained with (`common.trained_with`)."""
     from trl import GRPOTrainer
 
     seed_all(seed)
+    optimizer = optimizer or trained_with(init_dir)
     model, processor = load_checkpoint(init_dir)
     model.train()
     args = grpo_config(Path(out_dir) / "trainer", steps, prompts_per_step, num_generations, max_completion_length,
@@ -256,12 +259,12 @@ def run_grpo(init_dir: str | os.PathLike[str], prompts: datasets.Dataset, out_di
         funcs = list(reward_funcs) if reward_funcs is not None else thinking_rewards(processor.tokenizer)
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args,
                               train_dataset=grpo_rows(prompts), processing_class=trl_vlm_processor(processor),
-                              callbacks=callbacks)
+                              callbacks=callbacks, optimizers=(posttrain_optimizer(model, lr, optimizer), None))
         compact_logging(trainer, log_every, ("reward", "rewards/accuracy_reward/mean", "rewards/format_reward/mean",
                                              "completions/mean_length"))
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-    path = save_checkpoint(trainer.model, processor, out_dir)
+    path = save_checkpoint(trainer.model, processor, out_dir, optimizer)
     return GRPOResult(path, list(trainer.state.log_history), monitor.history if monitor else [], seconds,
                       len(prompts))

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..train.loop import module_groups
-from .common import TRL_CPU_ARGS, compact_logging, load_checkpoint, save_checkpoint, seed_all
+from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, posttrain_optimizer, save_checkpoint, seed_all,
+                     trained_with)
 
 MPO_LOSS_TYPES: tuple[str, str, str] = ("sigmoid", "bco_pair", "sft")
 MPO_WEIGHTS: tuple[float, float, float] = (0.8, 0.2, 1.0)  # preference, quality, generation (InternVL2.5-MPO)
@@ -136,10 +137,11 @@ class MPOResult:
 def run_mpo(init_dir: str | os.PathLike[str], pairs: Any, out_dir: str | os.PathLike[str], steps: int = 60,
             batch_size: int = 8, lr: float = 2e-4, beta: float = MPO_BETA,
             weights: tuple[float, float, float] = MPO_WEIGHTS, seed: int = 0, log_every: int = 10,
-            freeze: tuple[str, ...] = (), **overrides: Any) -> MPOResult:
+            freeze: tuple[str, ...] = (), optimizer: str | None = None, **overrides: Any) -> MPOResult:
     """MPO from the checkpoint in `init_dir` on `pairs` (a `datasets.Dataset` with images, prompt, chosen,
     rejected in TRL's conversational format) with TRL's `DPOTrainer`; saves model + processor to `out_dir`.
-    `freeze` names module groups that stay fixed (`vision_tower`, `projector`, `language_model`).
+    `freeze` names module groups that stay fixed (`vision_tower`, `projector`, `language_model`); `optimizer` is
+    "muon" or "adamw"; None: the one `init_dir` was trained with (`common.trained_with`).
 
     The reference model is a frozen copy of the starting checkpoint (a copy, not a reload by name: a model built
     from a config has no name TRL could reload it from, STACK.md §4b).
@@ -147,6 +149,7 @@ def run_mpo(init_dir: str | os.PathLike[str], pairs: Any, out_dir: str | os.Path
     from trl import DPOTrainer
 
     seed_all(seed)
+    optimizer = optimizer or trained_with(init_dir)
     model, processor = load_checkpoint(init_dir)
     groups = module_groups(model)
     unknown = set(freeze) - set(groups)
@@ -159,10 +162,10 @@ def run_mpo(init_dir: str | os.PathLike[str], pairs: Any, out_dir: str | os.Path
     columns = [c for c in ("images", "prompt", "chosen", "rejected") if c in pairs.column_names]
     args = mpo_config(Path(out_dir) / "trainer", steps, batch_size, lr, beta, weights, seed, **overrides)
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=pairs.select_columns(columns),
-                         processing_class=processor)
+                         processing_class=processor, optimizers=(posttrain_optimizer(model, lr, optimizer), None))
     compact_logging(trainer, log_every, ("loss", "rewards/margins", "rewards/accuracies"))
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    path = save_checkpoint(trainer.model, processor, out_dir)
+    path = save_checkpoint(trainer.model, processor, out_dir, optimizer)
     return MPOResult(path, list(trainer.state.log_history), seconds, len(pairs))

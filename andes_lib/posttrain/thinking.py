@@ -29,8 +29,8 @@ import datasets
 
 from ..data.dataset import build_dataset
 from ..data.registry import DOMAINS
-from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, log_frame, prompt_text, save_checkpoint,
-                     seed_all)
+from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, log_frame, posttrain_optimizer, prompt_text,
+                     save_checkpoint, seed_all, trained_with)
 
 THINKING_DOMAINS: tuple[str, ...] = ("reasoning", "chart")
 END = "<|im_end|>"
@@ -96,11 +96,13 @@ class SFTResult:
 
 def run_thinking_sft(init_dir: str | os.PathLike[str], data: datasets.Dataset, out_dir: str | os.PathLike[str],
                      steps: int = 150, batch_size: int = 16, lr: float = 5e-4, seed: int = 0,
-                     log_every: int = 10, **overrides: Any) -> SFTResult:
-    """Completion-only SFT (TRL `SFTTrainer`) from `init_dir` on `thinking_sft_data` rows; saves to `out_dir`."""
+                     log_every: int = 10, optimizer: str | None = None, **overrides: Any) -> SFTResult:
+    """Completion-only SFT (TRL `SFTTrainer`) from `init_dir` on `thinking_sft_data` rows; saves to `out_dir`.
+    `optimizer`: "muon" or "adamw"; None: the one `init_dir` was trained with (`common.trained_with`)."""
     from trl import SFTConfig, SFTTrainer
 
     seed_all(seed)
+    optimizer = optimizer or trained_with(init_dir)
     model, processor = load_checkpoint(init_dir)
     model.train()
     kwargs = dict(TRL_CPU_ARGS) | {
@@ -110,9 +112,10 @@ def run_thinking_sft(init_dir: str | os.PathLike[str], data: datasets.Dataset, o
     }
     args = SFTConfig(**(kwargs | overrides))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data.select_columns(["images", "prompt", "completion"]),
-                         processing_class=processor)
+                         processing_class=processor, optimizers=(posttrain_optimizer(model, lr, optimizer), None))
     compact_logging(trainer, log_every, ("loss", "mean_token_accuracy"))
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    return SFTResult(save_checkpoint(trainer.model, processor, out_dir), list(trainer.state.log_history), seconds)
+    return SFTResult(save_checkpoint(trainer.model, processor, out_dir, optimizer), list(trainer.state.log_history),
+                     seconds)
