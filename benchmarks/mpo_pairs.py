@@ -16,11 +16,11 @@ in 05's header come from it, for example:
     python benchmarks/mpo_pairs.py --domains hallucination --sampled 0 --answer-space 960 --steps 60 --batch 16 \
         --pair-seed 11 --weights 0 0 1 --seeds 0
     # the chapter's pairs with AdamW instead of the SFT model's own optimizer (Muon), and the SFT term alone
-    python benchmarks/mpo_pairs.py --optimizer adamw --seeds 0
-    python benchmarks/mpo_pairs.py --optimizer adamw --weights 0 0 1 --seeds 0
+    python benchmarks/mpo_pairs.py --optimizer adamw --seeds 0 --eval-n 300
+    python benchmarks/mpo_pairs.py --optimizer adamw --weights 0 0 1 --seeds 0 --eval-n 300
     # pairs sought where the model errs: 8x the hallucination prompts, yes/no pairs balanced or not
-    python benchmarks/mpo_pairs.py --sampled-hallucination 256 --seeds 0
-    python benchmarks/mpo_pairs.py --sampled-hallucination 256 --no-balance --seeds 0
+    python benchmarks/mpo_pairs.py --sampled-hallucination 256 --seeds 0 --eval-n 300
+    python benchmarks/mpo_pairs.py --sampled-hallucination 256 --no-balance --seeds 0 --eval-n 300
 
 `nano-sft` comes from `--run-dir` or the artifact cache (it is trained first when neither has it).
 """
@@ -40,7 +40,6 @@ from transformers import AutoModelForImageTextToText
 from andes_lib.data import DOMAINS, build_dataset
 from andes_lib.eval import evaluate
 from andes_lib.posttrain import build_mpo_pairs, get_artifact, load_checkpoint, run_mpo
-from andes_lib.posttrain.pairs import balance_yes_no, sampled_pairs
 from andes_lib.report import run_dir
 
 
@@ -60,7 +59,8 @@ def main() -> None:
     parser.add_argument("--sampled-hallucination", type=int, default=0,
                         help="extra hallucination training prompts answered for pairs (0: none)")
     parser.add_argument("--no-balance", action="store_true", help="keep yes/no pairs as sampled")
-    parser.add_argument("--optimizer", default="muon", choices=["muon", "adamw"])
+    parser.add_argument("--optimizer", default=None, choices=["muon", "adamw"],
+                        help="default: the one nano-sft was trained with")
     parser.add_argument("--answer-space", type=int, default=16, help="answer-space pairs per domain")
     parser.add_argument("--pair-seed", type=int, default=2, help="seed of the training prompts and the sampling")
     parser.add_argument("--steps", type=int, default=80)
@@ -71,7 +71,7 @@ def main() -> None:
                         help="preference (DPO), quality (BCO), generation (SFT)")
     parser.add_argument("--freeze", nargs="*", default=[], help="module groups kept fixed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--eval-n", type=int, default=300, help="test samples per domain")
+    parser.add_argument("--eval-n", type=int, default=100, help="test samples per domain")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames gradient_checkpointing
     run = run_dir(args.run_dir)
@@ -83,11 +83,9 @@ def main() -> None:
                                    balance=not args.no_balance)
     print(stats.to_string())
     if args.sampled_hallucination:
-        rows = build_dataset("train", ["hallucination"], args.sampled_hallucination, args.pair_seed + 10,
-                             progress=False)
-        extra, extra_stats = sampled_pairs(model, processor, rows, k=4, seed=args.pair_seed, batch_size=32)
-        if not args.no_balance:
-            extra, _ = balance_yes_no(extra, args.pair_seed)
+        extra, extra_stats = build_mpo_pairs(model, processor, ["hallucination"], n_sampled=args.sampled_hallucination,
+                                             n_answer_space=0, k=4, seed=args.pair_seed + 10, batch_size=32,
+                                             balance=not args.no_balance)
         print(extra_stats.to_string())
         pairs = concatenate_datasets([pairs, extra]).shuffle(seed=args.pair_seed)
     print(f"{len(pairs)} pairs in {time.perf_counter() - start:.0f} s: {dict(Counter(pairs['domain']))}")
