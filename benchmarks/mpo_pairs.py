@@ -21,6 +21,10 @@ in 05's header come from it, for example:
     # pairs sought where the model errs: 8x the hallucination prompts, yes/no pairs balanced or not
     python benchmarks/mpo_pairs.py --sampled-hallucination 256 --seeds 0 --eval-n 300
     python benchmarks/mpo_pairs.py --sampled-hallucination 256 --no-balance --seeds 0 --eval-n 300
+    # 240 more hallucination answer-space pairs, then also the vision tower and projector frozen (05's defaults)
+    python benchmarks/mpo_pairs.py --answer-space-hallucination 240 --seeds 0 --eval-n 300
+    python benchmarks/mpo_pairs.py --answer-space-hallucination 240 --freeze vision_tower projector --seeds 0 \
+        --eval-n 300
 
 `nano-sft` comes from `--run-dir` or the artifact cache (it is trained first when neither has it).
 """
@@ -58,6 +62,8 @@ def main() -> None:
     parser.add_argument("--sampled", type=int, default=32, help="training prompts per domain the SFT model answers")
     parser.add_argument("--sampled-hallucination", type=int, default=0,
                         help="extra hallucination training prompts answered for pairs (0: none)")
+    parser.add_argument("--answer-space-hallucination", type=int, default=0,
+                        help="extra hallucination answer-space pairs (fresh train scenes, the flipped yes/no)")
     parser.add_argument("--no-balance", action="store_true", help="keep yes/no pairs as sampled")
     parser.add_argument("--optimizer", default=None, choices=["muon", "adamw"],
                         help="default: the one nano-sft was trained with")
@@ -80,7 +86,8 @@ def main() -> None:
     start = time.perf_counter()
     pairs, stats = build_mpo_pairs(model, processor, args.domains, n_sampled=args.sampled,
                                    n_answer_space=args.answer_space, k=4, seed=args.pair_seed, batch_size=32,
-                                   balance=not args.no_balance)
+                                   balance=not args.no_balance,
+                                   extra_answer_space={"hallucination": args.answer_space_hallucination})
     print(stats.to_string())
     if args.sampled_hallucination:
         extra, extra_stats = build_mpo_pairs(model, processor, ["hallucination"], n_sampled=args.sampled_hallucination,

@@ -236,6 +236,18 @@ def test_yes_no_pairs_are_balanced_per_domain_and_other_pairs_kept():
     assert dropped["multi_image"] == 1 and [r["answer"] for r in kept if r["domain"] == "chart"] == ["B"]
 
 
+def test_extra_answer_space_pairs_add_fresh_scenes_to_the_named_domain():
+    data, table = pairs.build_mpo_pairs(None, None, ["chart", "hallucination"], n_sampled=0, n_answer_space=2,
+                                        balance=False, extra_answer_space={"hallucination": 6, "chart": 0})
+    counts = table.set_index("domain")["answer_space_pairs"]
+    assert counts["hallucination"] == 8 and counts["chart"] == 2 and len(data) == 10
+    halluc = [r for r in data if r["domain"] == "hallucination"]
+    assert len({r["id"] for r in halluc}) == 8  # the extra scenes are not the base ones again
+    assert all(r["chosen"][0]["content"][0]["text"] != r["rejected"][0]["content"][0]["text"] for r in halluc)
+    with pytest.raises(ValueError, match="extra_answer_space"):
+        pairs.build_mpo_pairs(None, None, ["hallucination"], n_sampled=0, extra_answer_space={"hallucination": -1})
+
+
 # ----------------------------------------------------------------------------- GRPO
 def test_group_advantages_by_hand():
     r = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
@@ -111,11 +111,12 @@ def balance_yes_no(pairs: datasets.Dataset, seed: int = 0) -> tuple[datasets.Dat
 
 def build_mpo_pairs(model: Any, processor: Any, domains: Sequence[str] | None = None, n_sampled: int = 48,
                     n_answer_space: int = 16, k: int = 4, temperature: float = 1.0, max_new_tokens: int = 32,
-                    seed: int = 2, batch_size: int = 32, balance: bool = True, progress: bool = False
-                    ) -> tuple[datasets.Dataset, pd.DataFrame]:
+                    seed: int = 2, batch_size: int = 32, balance: bool = True, progress: bool = False,
+                    extra_answer_space: Mapping[str, int] | None = None) -> tuple[datasets.Dataset, pd.DataFrame]:
     """The MPO training set: on-policy pairs from `n_sampled` train prompts per domain, plus `n_answer_space`
-    answer-space pairs per domain (fresh train-split seeds: `seed`, never the test split), yes/no pairs balanced
-    per domain when `balance` (`balance_yes_no`). Shuffled.
+    answer-space pairs per domain (fresh train-split seeds: `seed`, never the test split), plus
+    `extra_answer_space[domain]` more for the named domains (other fresh scenes), yes/no pairs balanced per domain
+    when `balance` (`balance_yes_no`). Shuffled.
     """
     parts, table = [], pd.DataFrame()
     if n_sampled:
@@ -123,15 +124,21 @@ def build_mpo_pairs(model: Any, processor: Any, domains: Sequence[str] | None = 
         sampled, table = sampled_pairs(model, processor, rows, k=k, temperature=temperature,
                                        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
         parts.append(sampled)
-    if n_answer_space:
-        static = answer_space_pairs("train", domains, n_answer_space, seed + 1, progress)
+    extra = {d: n for d, n in (extra_answer_space or {}).items() if n}
+    bad = [(d, n) for d, n in extra.items() if not isinstance(n, int) or n < 0]
+    if bad:
+        raise ValueError(f"extra_answer_space counts must be ints >= 0, got {bad}")
+    statics = [answer_space_pairs("train", domains, n_answer_space, seed + 1, progress)] if n_answer_space else []
+    statics += [answer_space_pairs("train", [d], n, seed + 3, progress) for d, n in extra.items()]
+    if statics:
+        static = datasets.concatenate_datasets(statics)
         parts.append(static)
         counts = Counter(static["domain"])
         if table.empty:
             table = pd.DataFrame({"domain": list(counts)})
         table["answer_space_pairs"] = table["domain"].map(counts).fillna(0).astype(int)
     if not parts:
-        raise ValueError("no pairs requested: n_sampled and n_answer_space are both 0")
+        raise ValueError("no pairs requested: n_sampled, n_answer_space and extra_answer_space are all 0")
     data = datasets.concatenate_datasets(parts)
     if balance:
         data, dropped = balance_yes_no(data, seed)
