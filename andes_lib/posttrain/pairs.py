@@ -124,12 +124,12 @@ def build_mpo_pairs(model: Any, processor: Any, domains: Sequence[str] | None = 
         sampled, table = sampled_pairs(model, processor, rows, k=k, temperature=temperature,
                                        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
         parts.append(sampled)
-    extra = {d: n for d, n in (extra_answer_space or {}).items() if n}
-    bad = [(d, n) for d, n in extra.items() if not isinstance(n, int) or n < 0]
+    extra = dict(extra_answer_space or {})
+    bad = [(d, n) for d, n in extra.items() if isinstance(n, bool) or not isinstance(n, int) or n < 0]
     if bad:
         raise ValueError(f"extra_answer_space counts must be ints >= 0, got {bad}")
     statics = [answer_space_pairs("train", domains, n_answer_space, seed + 1, progress)] if n_answer_space else []
-    statics += [answer_space_pairs("train", [d], n, seed + 3, progress) for d, n in extra.items()]
+    statics += [answer_space_pairs("train", [d], n, seed + 3, progress) for d, n in extra.items() if n]
     if statics:
         static = datasets.concatenate_datasets(statics)
         parts.append(static)
