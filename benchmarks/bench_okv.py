@@ -2,7 +2,11 @@
 on one task, with the spread over prompts, and the measured KV-cache bytes. Prints one JSON line per answer, then
 a summary. Chapter 09 runs the full sweep (all tasks, all ratios); this is the quick check of one cell of it.
 
-    python benchmarks/bench_okv.py --task restate --prompts 8 --ratios 0 0.5
+For the Rouge tasks it also prints `facts`: the share of the reference's own words (those in fewer than half of the
+document's paragraphs: names, cities, hobbies) that the answer states. The `restate` profiles share one sentence
+pattern, so Rouge-1 rewards copying the pattern; `facts` says whether the asked paragraph was retrieved.
+
+    python benchmarks/bench_okv.py --task restate --prompts 30 --ratios 0 0.5
 """
 
 from __future__ import annotations
@@ -16,10 +20,19 @@ import torch
 
 from andes_lib import kv
 from andes_lib.kv.sweep import answer_rows, prepare
-from andes_lib.kv.tasks import score
+from andes_lib.eval.metrics import tokens
+from andes_lib.kv.tasks import Sample, score
 from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer
 
 MAX_NEW_TOKENS = {"restate": 48, "needle": 8, "decisions": 48, "lookup": 16, "multidoc": 4}
+
+
+def fact_recall(answer: str, sample: Sample) -> float:
+    """Share of the reference's own words (those in fewer than half of the document's paragraphs: not the shared
+    sentence pattern) that the answer contains."""
+    paragraphs = [set(tokens(p)) for p in sample.document.split("\n\n")]
+    own = {w for w in tokens(sample.answer) if 2 * sum(w in p for p in paragraphs) < len(paragraphs)}
+    return len(own & set(tokens(answer))) / len(own) if own else float("nan")
 
 
 def main() -> None:
@@ -38,11 +51,15 @@ def main() -> None:
         pre = prepare(model, tokenizer, sample)
         for ratio in args.ratios:
             for row in answer_rows(model, tokenizer, pre, list(kv.POLICIES), ratio, MAX_NEW_TOKENS[args.task]):
-                row.update(prompt=i, tokens=int(pre.input_ids.shape[1]), score=score(row["answer"], sample))
+                row.update(prompt=i, tokens=int(pre.input_ids.shape[1]), score=score(row["answer"], sample),
+                           facts=fact_recall(row["answer"], sample))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     df = pd.DataFrame(rows)
     print(df.pivot_table(index="policy", columns="ratio", values="score", aggfunc=["mean", "std"]).round(3))
+    if kv.make_samples(args.task, 1, seed=args.seed)[0].metric == "rouge1":
+        print("facts (share of the reference's own words in the answer):")
+        print(df.pivot_table(index="policy", columns="ratio", values="facts", aggfunc="mean").round(3))
     full = df[df.ratio == 0].groupby("prompt")["kv_bytes"].first()
     for ratio in args.ratios:
         share = (df[df.ratio == ratio].groupby("prompt")["kv_bytes"].first() / full).mean() if len(full) else float("nan")
