@@ -314,3 +314,23 @@ def test_list_artifacts_follows_the_pipeline_order(tmp_path):
         if name != "half-written":
             (tmp_path / "artifacts" / name / "andes_artifact.json").write_text("{}")
     assert list(artifacts_mod.list_artifacts(tmp_path)) == ["nano-llm", "nano-vision", "nano-pt1", "nano-sft", "my-model"]
+
+
+def test_sft_mix_benchmark_overrides_merge_into_the_recipe():
+    """benchmarks/sft_mix.py: `data` entries are merged into SFT's mix, a weight of 0 removes a source, and other
+    fields replace the recipe's; a non-object is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    from andes_lib.train.recipes import get_recipe
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sft_mix.py"
+    spec = importlib.util.spec_from_file_location("sft_mix", path)
+    sft_mix = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sft_mix)
+    out = sft_mix.overrides({"data": {"multi_image/odd": 0, "multi_image/changed": 1.0}, "steps": 10})["sft"]
+    assert out["steps"] == 10
+    assert "multi_image/odd" not in out["data"] and out["data"]["multi_image/changed"] == 1.0
+    assert out["data"]["multi_image/same"] == get_recipe("sft").data["multi_image/same"]
+    with pytest.raises(ValueError, match="JSON object"):
+        sft_mix.overrides([1, 2])
