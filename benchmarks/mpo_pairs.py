@@ -77,7 +77,9 @@ def main() -> None:
                         help="preference (DPO), quality (BCO), generation (SFT)")
     parser.add_argument("--freeze", nargs="*", default=[], help="module groups kept fixed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--eval-n", type=int, default=100, help="test samples per domain")
+    parser.add_argument("--eval-n", type=int, default=100, help="evaluation samples per domain")
+    parser.add_argument("--split", default="test", choices=["validation", "test"],
+                        help="the split the deltas are measured on (validation: for choosing a recipe)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames gradient_checkpointing
     run = run_dir(args.run_dir)
@@ -96,7 +98,7 @@ def main() -> None:
         print(extra_stats.to_string())
         pairs = concatenate_datasets([pairs, extra]).shuffle(seed=args.pair_seed)
     print(f"{len(pairs)} pairs in {time.perf_counter() - start:.0f} s: {dict(Counter(pairs['domain']))}")
-    test = build_dataset("test", n_per_domain=args.eval_n, progress=False)
+    test = build_dataset(args.split, n_per_domain=args.eval_n, progress=False)
     sft = summary(evaluate(model, processor, test, n=args.eval_n, batch_size=32, progress=False))
     print(json.dumps({"model": "SFT", **sft}))
     for seed in args.seeds:
