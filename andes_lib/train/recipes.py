@@ -241,8 +241,8 @@ PRESENCE_LED = {**{d: w for d, w in ALL_DOMAINS.items() if d != "hallucination"}
 # validation split (300 per domain, 7-domain margin over blind; `benchmarks/sft_mix.py`) among SFT-only variants from
 # the same pt3 (2026-12-04, AMX CPU): without them 26.5; + `same` 29.3; + `same` and `odd` 29.5 (test, 300 per domain:
 # 27.6 -> 29.4); + `same` and `changed` 27.5; + `same`, `odd`, `changed` and the Chinese colour/shape questions 29.0.
-# `same` goes from 59% to 92-96% in every variant (nano names the shape in each image but had too few examples to learn
-# to compare them); `odd` (three images) stays at chance at this weight.
+# `same` goes from 59% to 92-96% in every variant (nano names shapes at 100% in general VQA but had too few examples
+# to learn to compare two images); `odd` (three images) stays at chance at this weight.
 SFT_MIX = {**ALL_DOMAINS, "general_vqa": 1.5, "hallucination": 3.0, "hallucination/attribute": 2.0,
            "multi_image/same": 1.0, "multi_image/odd": 1.0}
 
