@@ -20,19 +20,10 @@ import torch
 
 from andes_lib import kv
 from andes_lib.kv.sweep import answer_rows, prepare
-from andes_lib.eval.metrics import tokens
-from andes_lib.kv.tasks import Sample, score
+from andes_lib.kv.tasks import fact_recall, score
 from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer
 
 MAX_NEW_TOKENS = {"restate": 48, "needle": 8, "decisions": 48, "lookup": 16, "multidoc": 4}
-
-
-def fact_recall(answer: str, sample: Sample) -> float:
-    """Share of the reference's own words (those in fewer than half of the document's paragraphs: not the shared
-    sentence pattern) that the answer contains."""
-    paragraphs = [set(tokens(p)) for p in sample.document.split("\n\n")]
-    own = {w for w in tokens(sample.answer) if 2 * sum(w in p for p in paragraphs) < len(paragraphs)}
-    return len(own & set(tokens(answer))) / len(own) if own else float("nan")
 
 
 def main() -> None:

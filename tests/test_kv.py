@@ -260,21 +260,10 @@ def test_image_sweep_scores_every_policy_and_ratio(nano) -> None:
         image_sweep(model, proc, [{**rows[0], "images": rows[0]["images"] * 2}], ["okv"], [0.0], progress=False)
 
 
-def _benchmark(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fact_recall_ignores_the_shared_sentence_pattern():
-    """bench_okv's `facts`: a restatement of another person's profile copies the pattern (high Rouge-1) but none of
+    """`kv.fact_recall`: a restatement of another person's profile copies the pattern (high Rouge-1) but none of
     the asked paragraph's own words."""
-    fact_recall = _benchmark("bench_okv").fact_recall
+    fact_recall = kv.fact_recall
     sample = kv.make_samples("restate", 1, seed=0)[0]
     paragraphs = sample.document.split("\n\n")[1:]
     other = next(p for p in paragraphs if sample.answer not in p)

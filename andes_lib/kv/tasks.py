@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.base import user_message
-from ..eval.metrics import rouge1
+from ..eval.metrics import rouge1, tokens
 
 TASKS = ("restate", "needle", "decisions", "lookup", "multidoc")
 
@@ -106,6 +106,15 @@ def score(prediction: str, sample: Sample) -> float:
     if sample.metric == "rouge1":
         return rouge1(prediction, sample.answer)
     return float(re.search(rf"\b{re.escape(sample.answer.lower())}\b", prediction.lower()) is not None)
+
+
+def fact_recall(prediction: str, sample: Sample) -> float:
+    """Share of the reference's own words (those in fewer than half of the document's paragraphs: names, cities,
+    hobbies, not the sentence pattern the `restate` profiles share) that the prediction states. Rouge-1 rewards
+    copying the pattern; this says whether the asked paragraph was retrieved."""
+    paragraphs = [set(tokens(p)) for p in sample.document.split("\n\n")]
+    own = {w for w in tokens(sample.answer) if 2 * sum(w in p for p in paragraphs) < len(paragraphs)}
+    return len(own & set(tokens(prediction))) / len(own) if own else float("nan")
 
 
 def _people(rng: random.Random, n: int) -> list[str]:
