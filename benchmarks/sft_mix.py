@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
 
-from andes_lib.data import DOMAINS, PAPER_GROUP, build_dataset
+from andes_lib.data import DOMAINS, build_dataset
 from andes_lib.eval import evaluate
 from andes_lib.posttrain import load_checkpoint
 from andes_lib.train import get_artifact
@@ -36,19 +35,13 @@ def overrides(change: dict) -> dict:
 
 
 def margins(model, processor, split: str, n: int) -> dict:
-    """Per paper domain: accuracy with real and blank images and their difference (points), plus per-task accuracy."""
+    """Per paper domain: accuracy with real minus blank images (points), their mean, and per-task accuracy."""
     data = build_dataset(split, DOMAINS, n_per_domain=n, progress=False)
-    acc = {}
-    for blind in (False, True):
-        scores = defaultdict(list)
-        for r in evaluate(model, processor, data, progress=False, blind=blind).records:
-            scores[PAPER_GROUP.get(r["domain"], r["domain"])].append(r["score"])
-            scores[f"{r['domain']}/{r['task']}"].append(r["score"])
-        acc[blind] = {k: 100 * sum(v) / len(v) for k, v in scores.items()}
-    groups = sorted({PAPER_GROUP[d] for d in DOMAINS})  # the seven paper domains
-    per = {g: round(acc[False][g] - acc[True][g], 1) for g in groups}
+    real, blind = (evaluate(model, processor, data, progress=False, blind=b) for b in (False, True))
+    group_real, group_blind = real.scores("group"), blind.scores("group")
+    per = {g: round(100 * (group_real[g] - group_blind[g]), 1) for g in group_real}
     return {"margin": round(sum(per.values()) / len(per), 2), "by_domain": per,
-            "tasks": {k: round(v, 1) for k, v in acc[False].items() if "/" in k}}
+            "tasks": {k: round(100 * v, 1) for k, v in real.scores("task").items()}}
 
 
 def main() -> None:
