@@ -101,20 +101,34 @@ def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor,
     if pending in target.eos_ids or produced >= max_new_tokens:
         return
     drafting = mode == "tree" or draft_len > 0  # otherwise the lookup drafts alone and the head is never read
-    hidden = None
+    # the head reads the accepted positions lazily: only before a round it drafts, all unread ones in one call, so
+    # rounds the lookup drafts alone cost it nothing (the same positions and inputs as reading them every round)
+    unread: list[tuple[torch.Tensor, torch.Tensor]] = []  # (features, the tokens after them) the head has not read
     if drafting:
-        nxt = torch.cat([input_ids[0, 1:], torch.tensor([pending])])
-        hidden = head(out.features, target.embed(nxt)[None], torch.arange(n)[None], cache=head_cache)[0, -1:]
+        unread.append((out.features, torch.cat([input_ids[0, 1:], torch.tensor([pending])])))
+    hidden = None
+
+    def read_unread() -> torch.Tensor | None:
+        if unread:
+            feats, toks = torch.cat([f for f, _ in unread], 1), torch.cat([t for _, t in unread])
+            start = len(head_cache)
+            unread.clear()
+            return head(feats, target.embed(toks)[None], torch.arange(start, start + len(toks))[None],
+                        cache=head_cache)[0, -1:]
+        return hidden
+
     length = n + 1  # accepted tokens, the pending one included (its K/V is not in the cache yet)
     while produced < max_new_tokens:
         budget = max_new_tokens - produced - 1  # the bonus token always comes on top of the drafts
         found = session.propose(min(lookup_len, budget)) if session is not None and budget > 0 else []
         if lookup_min and len(found) >= lookup_min:  # the lookup drafts alone: no head cost, a chain verify
             tree, found = DraftTree.chain(found), []
-        elif mode == "chain":
+        elif mode == "chain" and drafting and budget > 0:
+            hidden = read_unread()
             tree = DraftTree.chain(_draft_chain(head, target, hidden, head_cache, length - 1,
                                                 min(draft_len, budget), threshold))
-        elif budget > 0:
+        elif mode == "tree" and budget > 0:
+            hidden = read_unread()
             tree = draft_tree(head, target.embed, hidden, head_cache, length - 1, topk=topk,
                               depth=min(depth, budget), size=tree_size)
         else:
@@ -143,10 +157,8 @@ def speculative_stream(target: Target, head: DraftHead, input_ids: torch.Tensor,
         else:
             keep_cache_positions(cache, length, torch.tensor(path, dtype=torch.long) - 1)
         if drafting:
-            head_cache.truncate(past)
-            feats = out.features[:, [0] + path]
-            hidden = head(feats, target.embed(torch.tensor(emitted))[None],
-                          torch.arange(past, past + len(emitted))[None], cache=head_cache)[0, -1:]
+            head_cache.truncate(past)  # drop the draft positions (a no-op when the head did not draft)
+            unread.append((out.features[:, [0] + path], torch.tensor(emitted)))
         length += len(emitted)
         pending = emitted[-1]
         drafted = [True] * len(path) + [False]
