@@ -24,7 +24,7 @@ from andes_lib import kv
 from andes_lib.kv.plots import kept_share
 from andes_lib.kv.sweep import prepare
 
-MAX_NEW_TOKENS = {"restate": 48, "decisions": 48, "lookup": 16, "multidoc": 4, "custom": 48}
+MAX_NEW_TOKENS = {"recite": 64, "restate": 48, "decisions": 48, "lookup": 16, "multidoc": 4, "custom": 48}
 MAX_PROMPT_CHARS = 12_000
 
 
@@ -35,10 +35,10 @@ def load_smol():
     return load_smol_llm().eval(), load_smol_tokenizer()
 
 
-def example(task: str, seed: int) -> tuple[str, str]:
-    """The document and question of one generated sample."""
+def example(task: str, seed: int) -> tuple[str, str, str]:
+    """The document, question and answer start (empty when the task has none) of one generated sample."""
     sample = kv.make_samples(task, 1, seed=int(seed))[0]
-    return sample.document, sample.question
+    return sample.document, sample.question, sample.prime
 
 
 def highlighted(pre: kv.Prefill, tokenizer, policy: str, ratio: float) -> list[tuple[str, str | None]]:
@@ -48,8 +48,11 @@ def highlighted(pre: kv.Prefill, tokenizer, policy: str, ratio: float) -> list[t
     return [(p, "kept" if s >= 0.5 else "evicted") for p, s in zip(pieces, share.tolist(), strict=True)]
 
 
-def explore(document: str, question: str, policy: str, ratio: float, task: str, model=None, tokenizer=None):
-    """Answer with the full cache and with the evicted one; return both answers, the kept tokens and a note."""
+def explore(document: str, question: str, policy: str, ratio: float, task: str, model=None, tokenizer=None,
+            prime: str = ""):
+    """Answer with the full cache and with the evicted one; return both answers, the kept tokens and a note.
+
+    `prime` starts the answer for the model, as the chapter does (the generated examples fill it in)."""
     if not document.strip() or not question.strip():
         raise gr.Error("give both a document and a question")
     if len(document) > MAX_PROMPT_CHARS:
@@ -61,8 +64,8 @@ def explore(document: str, question: str, policy: str, ratio: float, task: str, 
         raise gr.Error(str(err)) from err
     if model is None:
         model, tokenizer = load_smol()
-    prime = ""  # the multidoc task starts the answer for the model, as in the chapter
-    if task == "multidoc" and question.startswith("In which city does ") and question.endswith(" live?"):
+    prime = prime.strip()
+    if not prime and task == "multidoc" and question.startswith("In which city does ") and question.endswith(" live?"):
         prime = question.removeprefix("In which city does ").removesuffix(" live?") + " lives in"
     sample = kv.Sample(task, document, question, "", "rouge1", prime=prime)
     with torch.no_grad():
@@ -78,27 +81,28 @@ def explore(document: str, question: str, policy: str, ratio: float, task: str, 
     note = (f"{pre.layout.length} prompt tokens cached; {policy} at {float(ratio):.0%} keeps "
             f"{caches[1].layers[0].keys.shape[-2]} per layer and head: {sizes[1] / 2**20:.1f} MiB of KV "
             f"instead of {sizes[0] / 2**20:.1f} MiB")
-    return sample.prime + answers[0], sample.prime + answers[1], highlighted(pre, tokenizer, policy, float(ratio)), note
+    return prime + answers[0], prime + answers[1], highlighted(pre, tokenizer, policy, float(ratio)), note
 
 
 def build_app(model=None, tokenizer=None) -> gr.Blocks:
     """The explorer. `model`/`tokenizer` default to SmolLM2-135M-Instruct, loaded on the first question."""
     lock = threading.Lock()
 
-    def run(document, question, policy, ratio, task):
+    def run(document, question, prime, policy, ratio, task):
         with lock:  # one generation at a time
-            return explore(document, question, policy, ratio, task, model, tokenizer)
+            return explore(document, question, policy, ratio, task, model, tokenizer, prime)
 
     with gr.Blocks(title="Andes Cookbook · KV-cache eviction") as demo:
         gr.Markdown("## KV-cache eviction explorer\nPick a generated long prompt (or paste your own), a policy and the "
                     "share of prompt KV to evict. The prompt is prefilled once; the evicted cache then answers "
                     "through `generate`. OKV here is our re-creation of the paper's method.")
         with gr.Row():
-            task = gr.Dropdown(list(kv.TASKS), value="restate", label="task")
+            task = gr.Dropdown(list(kv.TASKS), value="recite", label="task")
             seed = gr.Number(0, precision=0, label="sample seed")
             load = gr.Button("Load example")
         document = gr.Textbox(lines=8, label="document", max_lines=16)
         question = gr.Textbox(label="question")
+        prime = gr.Textbox(label="the answer starts with (optional)")
         with gr.Row():
             policy = gr.Radio(list(kv.POLICIES), value="okv", label="policy")
             ratio = gr.Slider(0.0, 0.9, value=0.5, step=0.05, label="share of prompt KV evicted")
@@ -109,9 +113,10 @@ def build_app(model=None, tokenizer=None) -> gr.Blocks:
         note = gr.Markdown()
         kept = gr.HighlightedText(label="kept tokens (most layers x heads keep them)",
                                   color_map={"kept": "green", "evicted": "lightgray"}, combine_adjacent=True)
-        load.click(example, [task, seed], [document, question], api_name="example")
-        go_btn.click(run, [document, question, policy, ratio, task], [full, evicted, kept, note], api_name="answer")
-        demo.load(example, [task, seed], [document, question])
+        load.click(example, [task, seed], [document, question, prime], api_name="example")
+        go_btn.click(run, [document, question, prime, policy, ratio, task], [full, evicted, kept, note],
+                     api_name="answer")
+        demo.load(example, [task, seed], [document, question, prime])
     return demo
 
 

@@ -206,9 +206,12 @@ def test_explorer_answers_and_highlights(nano) -> None:
     from apps.okv import build_app, example, explore
 
     model, proc = nano
-    document, question = example("lookup", 0)
+    document, question, prime = example("lookup", 0)
+    assert prime == "" and example("recite", 0)[2] == kv.make_samples("recite", 1)[0].prime
     document = "\n".join(document.splitlines()[:12])
     full, evicted, kept, note = explore(document, question, "okv", 0.5, "lookup", model, proc.tokenizer)
+    started = explore(document, question, "okv", 0.5, "lookup", model, proc.tokenizer, prime=" The code is")
+    assert started[0].startswith("The code is") and started[1].startswith("The code is")
     labels = [label for _, label in kept]
     assert set(labels) == {"kept", "evicted"} and "okv at 50%" in note
     assert isinstance(full, str) and isinstance(evicted, str)
@@ -270,3 +273,18 @@ def test_fact_recall_ignores_the_shared_sentence_pattern():
     wrong = other.split(" works as a ", 1)[1]
     assert fact_recall(sample.answer, sample) == 1.0
     assert score(wrong, sample) > 0.5 > fact_recall(wrong, sample)
+
+
+def test_recite_notes_differ_so_a_wrong_note_scores_low():
+    """`recite`: every note has its own subject and words, so copying another note (what a model that lost the
+    asked one does) scores low, unlike `restate`'s look-alike profiles; the answer ends at the first blank line."""
+    sample = kv.make_samples("recite", 1, seed=0)[0]
+    notes = sample.document.split("\n\n")[1:]
+    assert len(notes) == 24 and f"{sample.prime} {sample.answer}" in notes
+    assert sum(sample.question.split("about ")[1].rstrip(".") in n.lower() for n in notes) <= 1
+    assert score(f" {sample.answer}\n\n{notes[0]}", sample) == 1.0  # the next note after a blank line is not scored
+    assert score(f"\n\n{sample.answer}", sample) == 0.0  # nor is anything after a first blank line
+    others = [n for n in notes if sample.answer not in n]
+    assert max(score(n, sample) for n in others) < 0.4 and max(kv.fact_recall(n, sample) for n in others) < 0.3
+    with pytest.raises(ValueError, match="24 distinct notes"):
+        kv.make_samples("recite", 1, scale=1.5)

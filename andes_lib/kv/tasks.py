@@ -3,8 +3,13 @@
 Five kinds, each a document of about 1k tokens (`scale` grows it) followed by a question, so one prefill serves
 every policy:
 
-- ``restate`` (Rouge-1, the paper's metric): profiles of people, one paragraph each; the model restates the
-  paragraph about one of them, word for word, scored by Rouge-1 against it.
+- ``restate`` (Rouge-1): profiles of people, one paragraph each in one sentence pattern; the model restates the
+  paragraph about one of them, word for word. The 135M model mixes the look-alike profiles up even with the whole
+  cache (a third of the asked profile's facts), and Rouge-1 rewards the shared pattern: a task it fails.
+- ``recite`` (Rouge-1, the paper's metric, the chapter's Rouge task): 24 notes of a town newsletter, each on its own
+  subject in its own words (a bakery, a night train, a cargo ship...); the model repeats the note about one subject,
+  word for word, scored by Rouge-1 against it. The 135M model copies a note it can tell apart from the others:
+  with the whole cache it states about 90% of the asked note's own words, against about a third on ``restate``.
 - ``needle`` (contains): the same profiles with one door code hidden among them; the model returns the code.
   The retrieval task where question-blind eviction is known to fail.
 - ``multidoc`` (contains): short biographies of people with unique names; the model says where one of them lives.
@@ -26,7 +31,7 @@ import torch
 from ..data.base import user_message
 from ..eval.metrics import rouge1, tokens
 
-TASKS = ("restate", "needle", "decisions", "lookup", "multidoc")
+TASKS = ("recite", "restate", "needle", "decisions", "lookup", "multidoc")
 
 NAMES = ["Anna", "Ben", "Carla", "David", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas", "Karin", "Leo",
          "Mira", "Nils", "Olga", "Paul", "Rosa", "Sven", "Tara", "Victor", "Alice", "Bruno", "Clara", "Daniel",
@@ -50,6 +55,64 @@ TOPICS = ["the new website", "the office move", "the summer party", "the budget 
 LANGUAGES = ["Italian", "Japanese", "Polish", "Greek", "Finnish", "Portuguese"]
 COLLECTIONS = ["stamps", "old maps", "vinyl records", "seashells", "tin toys", "postcards"]
 INSTRUMENTS = ["trumpet", "tuba", "trombone", "accordion", "cello", "banjo"]
+STREETS = ["Elm Street", "Mill Lane", "Harbour Road", "Station Square", "Rose Avenue", "King Street"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+TEAMS = ["Red Foxes", "Blue Herons", "Iron Bears", "Green Otters", "Golden Eagles", "Silver Wolves"]
+BRANDS = ["Lumo", "Zenta", "Orvik", "Paxel", "Quorra"]
+SHIPS = ["Northern Star", "Sea Lark", "Blue Horizon", "Morning Tide", "Atlas Queen"]
+VOLCANOES = ["Etna", "Vesuvius", "Hekla", "Fuji"]
+CATS = ["Pepper", "Shadow", "Biscuit", "Mango"]
+# the recite task's notes: (subject named in the question, text with {slots}); every note has its own words
+NOTES = [
+    ("the bakery", "The bakery on {street} opens at {n4_7} in the morning. Its owner, {name}, bakes {n20_90} loaves of "
+     "rye bread every day and sells apple cake on Sundays. The queue often reaches the corner before seven."),
+    ("the weather report", "The weather report for {city} promises heavy rain on {day}, with winds from the north at "
+     "{n30_90} kilometres per hour. Farmers are advised to bring their sheep down from the hills before the storm."),
+    ("the football final", "In the football final, the {team} beat the {team2} by {n2_5} goals to {n0_1}. The winning "
+     "goal came in the last minute from a young striker called {name}, and the fans sang until midnight."),
+    ("the soup recipe", "To make tomato soup, fry two onions in butter, add {n5_12} ripe tomatoes and a spoon of sugar, "
+     "then simmer for twenty minutes. Blend it smooth and serve it with fresh basil and warm bread."),
+    ("the night train", "The night train to {city} leaves platform {n2_14} at {n8_11} in the evening. It has sleeping "
+     "cars with clean blankets, a small restaurant that serves hot chocolate, and it arrives just after sunrise."),
+    ("the science museum", "The science museum has a new room about volcanoes. Visitors can touch a piece of black "
+     "lava, watch a film about {volcano}, and build a tiny eruption with vinegar and baking soda."),
+    ("the community garden", "In the community garden, {name} grows pumpkins, beans and {n3_9} kinds of sunflowers. "
+     "Children come on Wednesdays to water the beds and to feed the chickens behind the shed."),
+    ("the new phone", "The new phone from {brand} has a folding screen, a battery that lasts {n20_60} hours and a camera "
+     "that can photograph the stars. It will cost less than the old model when it reaches the shops."),
+    ("the city library", "The city library lends bicycles as well as books. A card costs nothing, and members may "
+     "borrow a bicycle for {n2_14} days, as long as they return it with the lights working."),
+    ("the jazz concert", "The jazz concert in the old church starts at {n6_9} in the evening. A trio from {city} plays "
+     "piano, bass and drums, and the tickets include a glass of lemonade during the break."),
+    ("the doctor's advice", "Doctor {name} reminds patients to drink enough water in hot weather, to wear a hat at noon "
+     "and to rest in the shade. Children and old people feel the heat first."),
+    ("the cargo ship", "The cargo ship {ship} carried {n200_900} containers of coffee across the ocean. A storm near "
+     "the islands delayed it by two days, but the captain kept every box dry."),
+    ("the chess club", "Our school's chess club meets every {day} after lunch. The best player, {name}, won the regional "
+     "cup last spring and now teaches the youngest members how to open a game."),
+    ("the baby elephant", "The zoo welcomed a baby elephant this week. She weighs {n80_130} kilograms, follows her "
+     "mother everywhere and loves to splash in the muddy pond when the keepers are not looking."),
+    ("the Saturday market", "At the Saturday market, a farmer from the valley sells honey in glass jars, goat cheese "
+     "wrapped in leaves and {n4_12} sorts of apples. Everything is gone by noon."),
+    ("the mountain hut", "The path to the mountain hut climbs {n300_900} metres through pine forest. Hikers should carry "
+     "water and a warm jacket, because the wind at the top is cold even in August."),
+    ("the lost cat", "A black cat called {cat} went missing near the fire station on {day}. She wears a red collar with "
+     "a silver bell, and her family offers a reward of {n20_100} euros to whoever brings her home."),
+    ("the bridge repairs", "The old stone bridge will be closed for repairs for {n3_10} weeks. Workers will replace the "
+     "cracked railings and paint the lamps green, so cars must use the ferry or drive around the lake."),
+    ("the art exhibition", "The art exhibition at the town hall shows {n30_80} paintings of lighthouses by a retired "
+     "sailor named {name}. Entry is free, and the painter answers questions every afternoon."),
+    ("the swimming pool", "The outdoor swimming pool reopens on the first warm weekend of June. The water is heated to "
+     "{n24_28} degrees, the slide has been repainted, and lifeguards now teach free lessons to beginners."),
+    ("the cinema", "The small cinema near the river shows silent films every {day} with a live pianist. Popcorn is "
+     "sold in paper bags, and the front row is kept for children under {n8_12}."),
+    ("the bus timetable", "From next month, bus number {n3_40} will run every ten minutes instead of every twenty. The "
+     "last bus leaves the central station at midnight and stops outside the hospital."),
+    ("the charity run", "More than {n200_900} runners joined the charity run around the park. They raised money for "
+     "the animal shelter, and the fastest runner finished the five kilometres in under seventeen minutes."),
+    ("the robot competition", "Students from the technical college built a robot that sorts socks by colour. It won "
+     "first prize at the robot competition in {city} and will be shown at the spring fair."),
+]
 DECISIONS = [
     "The team decided to launch the new website on the first of March.",
     "The team decided to hire two more engineers before the summer.",
@@ -90,6 +153,7 @@ class Sample:
     answer: str
     metric: str  # "rouge1" | "contains"
     prime: str = ""  # the start of the answer, written into the assistant turn
+    stop: str = ""  # the answer ends at its first occurrence (a one-paragraph answer ends at a blank line)
 
 
 def encode(tokenizer, sample: Sample) -> tuple[torch.Tensor, int]:
@@ -101,8 +165,14 @@ def encode(tokenizer, sample: Sample) -> tuple[torch.Tensor, int]:
     return torch.tensor([head_ids + tail_ids]), len(head_ids)
 
 
+def answer_text(prediction: str, sample: Sample) -> str:
+    """The part of a generated continuation that answers: up to `sample.stop`, when the sample has one."""
+    return prediction.split(sample.stop)[0] if sample.stop else prediction
+
+
 def score(prediction: str, sample: Sample) -> float:
     """Rouge-1 F1 against the reference, or 1.0 when the reference appears in the answer."""
+    prediction = answer_text(prediction, sample)
     if sample.metric == "rouge1":
         return rouge1(prediction, sample.answer)
     return float(re.search(rf"\b{re.escape(sample.answer.lower())}\b", prediction.lower()) is not None)
@@ -112,6 +182,7 @@ def fact_recall(prediction: str, sample: Sample) -> float:
     """Share of the reference's own words (those in fewer than half of the document's paragraphs: names, cities,
     hobbies, not the sentence pattern the `restate` profiles share) that the prediction states. Rouge-1 rewards
     copying the pattern; this says whether the asked paragraph was retrieved."""
+    prediction = answer_text(prediction, sample)
     paragraphs = [set(tokens(p)) for p in sample.document.split("\n\n")]
     own = {w for w in tokens(sample.answer) if 2 * sum(w in p for p in paragraphs) < len(paragraphs)}
     return len(own & set(tokens(prediction))) / len(own) if own else float("nan")
@@ -163,6 +234,36 @@ def restate(rng: random.Random, n_docs: int = 16) -> Sample:
     return Sample("restate", "Profiles of our volunteers.\n\n" + "\n\n".join(paragraphs),
                   f"Repeat, word for word, the paragraph about {people[target]}.",
                   paragraphs[target][len(prime):].strip(), "rouge1", prime=prime)
+
+
+def _note(rng: random.Random, text: str) -> str:
+    """Fill a note's slots: `{nA_B}` an integer in [A, B], the others drawn from their lists."""
+    lists = {"street": STREETS, "name": NAMES, "city": CITIES, "day": DAYS, "team": TEAMS[:3], "team2": TEAMS[3:],
+             "volcano": VOLCANOES, "brand": BRANDS, "ship": SHIPS, "cat": CATS}
+    slots = {}
+    for key in re.findall(r"{(\w+)}", text):
+        if key.startswith("n") and "_" in key:
+            lo, hi = key[1:].split("_")
+            slots[key] = rng.randint(int(lo), int(hi))
+        else:
+            slots[key] = rng.choice(lists[key])
+    return text.format(**slots)
+
+
+def recite(rng: random.Random, n_docs: int = 24, prime_words: int = 6) -> Sample:
+    """`n_docs` newsletter notes, each on its own subject in its own words; the model repeats one of them.
+
+    The first `prime_words` words of the asked note start the answer; the reference is the rest of it, and the
+    answer ends at the first blank line (a note is one paragraph). Unlike `restate`, the notes share no sentence
+    pattern, so a wrong or patched-together note scores low and the full-cache model copies the right one."""
+    if not 1 <= n_docs <= len(NOTES):
+        raise ValueError(f"recite has {len(NOTES)} distinct notes, cannot build {n_docs}")
+    notes = [(subject, _note(rng, text)) for subject, text in rng.sample(NOTES, n_docs)]
+    subject, paragraph = notes[rng.randrange(n_docs)]
+    prime = " ".join(paragraph.split()[:prime_words])
+    return Sample("recite", "Notes from our town newsletter.\n\n" + "\n\n".join(p for _, p in notes),
+                  f"Repeat, word for word, the paragraph about {subject}.", paragraph[len(prime):].strip(), "rouge1",
+                  prime=prime, stop="\n\n")
 
 
 def needle(rng: random.Random, n_docs: int = 16) -> Sample:
@@ -222,10 +323,10 @@ def multidoc(rng: random.Random, n_docs: int = 12) -> Sample:
                   prime=f"{people[target]} lives in")
 
 
-GENERATORS = {"restate": restate, "needle": needle, "decisions": decisions, "lookup": lookup, "multidoc": multidoc}
+GENERATORS = {"recite": recite, "restate": restate, "needle": needle, "decisions": decisions, "lookup": lookup, "multidoc": multidoc}
 
 
-SIZES = {"restate": ("n_docs", 16), "needle": ("n_docs", 16), "decisions": ("n_chatter", 60),
+SIZES = {"recite": ("n_docs", 24), "restate": ("n_docs", 16), "needle": ("n_docs", 16), "decisions": ("n_chatter", 60),
          "lookup": ("n_pairs", 56), "multidoc": ("n_docs", 12)}
 
 
