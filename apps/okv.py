@@ -24,7 +24,7 @@ from andes_lib import kv
 from andes_lib.kv.plots import kept_share
 from andes_lib.kv.sweep import prepare
 
-MAX_NEW_TOKENS = {"recite": 64, "restate": 48, "decisions": 48, "lookup": 16, "multidoc": 4, "custom": 48}
+MAX_NEW_TOKENS = {**kv.tasks.ANSWER_TOKENS, "custom": 48}
 MAX_PROMPT_CHARS = 12_000
 
 

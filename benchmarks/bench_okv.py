@@ -22,10 +22,8 @@ import torch
 
 from andes_lib import kv
 from andes_lib.kv.sweep import answer_rows, prepare
-from andes_lib.kv.tasks import fact_recall, score
+from andes_lib.kv.tasks import ANSWER_TOKENS, fact_recall, score
 from andes_lib.model.smol import load_smol_llm, load_smol_tokenizer
-
-MAX_NEW_TOKENS = {"recite": 64, "restate": 48, "needle": 8, "decisions": 48, "lookup": 16, "multidoc": 4}
 
 
 def main() -> None:
@@ -43,7 +41,7 @@ def main() -> None:
     for i, sample in enumerate(kv.make_samples(args.task, args.prompts, seed=args.seed, scale=args.scale)):
         pre = prepare(model, tokenizer, sample)
         for ratio in args.ratios:
-            for row in answer_rows(model, tokenizer, pre, list(kv.POLICIES), ratio, MAX_NEW_TOKENS[args.task]):
+            for row in answer_rows(model, tokenizer, pre, list(kv.POLICIES), ratio, ANSWER_TOKENS[args.task]):
                 row.update(prompt=i, tokens=int(pre.input_ids.shape[1]), score=score(row["answer"], sample),
                            facts=fact_recall(row["answer"], sample))
                 rows.append(row)

@@ -41,9 +41,15 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 @pytest.fixture(scope="module")
 def image_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small PNG: a green star on white."""
-    path = tmp_path_factory.mktemp("img") / "star.png"
+    return green_square(tmp_path_factory.mktemp("img") / "star.png")
+
+
+def green_square(path: Path, marker: int | None = None) -> Path:
+    """Save the test picture to `path`; `marker` sets one corner pixel, so otherwise equal pictures differ."""
     image = Image.new("RGB", (96, 80), "white")
     image.paste((0, 160, 0), (30, 20, 60, 50))
+    if marker is not None:
+        image.putpixel((0, 0), (marker, marker, marker))
     image.save(path)
     return path
 
@@ -263,13 +269,7 @@ def test_20_concurrent_requests(app_url: str, tmp_path: Path, capsys: pytest.Cap
     Each user's image differs by a pixel: gradio files an upload under the hash of its bytes, and 20 simultaneous
     uploads of one identical file race on that one cache path (seen once in CI as an AppError naming the path).
     """
-    paths = []
-    for i in range(20):
-        image = Image.new("RGB", (96, 80), "white")
-        image.paste((0, 160, 0), (30, 20, 60, 50))
-        image.putpixel((0, 0), (i, i, i))
-        image.save(path := tmp_path / f"user{i}.png")
-        paths.append(path)
+    paths = [green_square(tmp_path / f"user{i}.png", marker=i) for i in range(20)]
     with ThreadPoolExecutor(20) as pool:
         clients = list(pool.map(lambda _: connect(app_url), range(20)))
 

@@ -323,11 +323,14 @@ def multidoc(rng: random.Random, n_docs: int = 12) -> Sample:
                   prime=f"{people[target]} lives in")
 
 
-GENERATORS = {"recite": recite, "restate": restate, "needle": needle, "decisions": decisions, "lookup": lookup, "multidoc": multidoc}
+GENERATORS = {"recite": recite, "restate": restate, "needle": needle, "decisions": decisions, "lookup": lookup,
+              "multidoc": multidoc}
+# new tokens an answer needs (a recited note is ~50 tokens after its start; a code 5 digits; a city a word or two)
+ANSWER_TOKENS = {"recite": 64, "restate": 48, "needle": 8, "decisions": 48, "lookup": 16, "multidoc": 4}
 
 
-SIZES = {"recite": ("n_docs", 24), "restate": ("n_docs", 16), "needle": ("n_docs", 16), "decisions": ("n_chatter", 60),
-         "lookup": ("n_pairs", 56), "multidoc": ("n_docs", 12)}
+SIZES = {"recite": ("n_docs", 24), "restate": ("n_docs", 16), "needle": ("n_docs", 16),
+         "decisions": ("n_chatter", 60), "lookup": ("n_pairs", 56), "multidoc": ("n_docs", 12)}
 
 
 def make_samples(task: str, n: int, seed: int = 0, scale: float = 1.0) -> list[Sample]:
