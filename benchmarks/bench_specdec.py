@@ -2,7 +2,7 @@
 compare plain greedy, HF assisted generation, HF prompt lookup and ours side by side, and check losslessness. Also
 measures the head's top-1 agreement with the target on the answer tokens of new prompts (what it drafts from).
 
-    python benchmarks/bench_specdec.py                      # the acceptance run (200 lossless prompts)
+    python benchmarks/bench_specdec.py                      # the acceptance run: chapter 10's sizes, 200 lossless prompts
     python benchmarks/bench_specdec.py --train-prompts 8 --bench-prompts 1 --lossless-prompts 6   # a quick look
     python benchmarks/bench_specdec.py --train-prompts 160 --head-steps 400 --lossless-prompts 6  # the former defaults
     python benchmarks/bench_specdec.py --bench-prompts 10 --lossless-prompts 30  # a median over 30 prompts
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-prompts", type=int, default=320, help="training prompts per kind")
     p.add_argument("--train-new-tokens", type=int, default=64)
     p.add_argument("--draft-vocab", type=int, default=2048)
-    p.add_argument("--head-steps", type=int, default=600)
+    p.add_argument("--head-steps", type=int, default=300, help="draft-head steps (chapter 10's HEAD_STEPS)")
     p.add_argument("--head-batch", type=int, default=12)
     p.add_argument("--lr", type=float, default=6e-3)
     p.add_argument("--ce-weight", type=float, default=1.0)
