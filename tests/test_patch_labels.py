@@ -89,20 +89,23 @@ def test_text_is_labelled_character_by_character_in_reading_order(proc, domain):
     assert checked >= 3
 
 
-def test_the_glyph_term_trains_only_on_batches_with_text(proc):
+def test_the_glyph_term_trains_only_on_images_with_text(proc):
     from andes_lib.data import registry
-    from andes_lib.train.patch_labels import label_terms
+    from andes_lib.train.patch_labels import n_labels
 
-    shapes = collate_patch_labels(proc, [scene_row(0), scene_row(1)])
-    assert label_terms(shapes) == ("shape_labels", "colour_labels")
     sign = registry.generate("text_rich", 0)
     text = {"domain": "text_rich", "images": sign.images, "scene": json.dumps(sign.scene)}
-    assert label_terms(collate_patch_labels(proc, [scene_row(0), text])) == ("shape_labels", "colour_labels",
-                                                                              "glyph_labels")
+    batch = collate_patch_labels(proc, [scene_row(0), text])
+    n_shapes = len(collate_patch_labels(proc, [scene_row(0)])["shape_labels"])
+    assert not batch["text_images"][:n_shapes].any() and batch["text_images"][n_shapes:].all()
+    assert n_labels(batch) == 2 * len(batch["shape_labels"]) + len(batch["shape_labels"]) - n_shapes
     head = PatchLabelHead(proc.image_processor.patch_size ** 2 * 3)
-    logits = head(torch.randn(len(shapes["shape_labels"]), proc.image_processor.patch_size ** 2 * 3))
-    bad_glyphs = (logits[0], logits[1], torch.full_like(logits[2], -50.0).index_fill_(1, torch.tensor([5]), 50.0), None)
-    assert torch.equal(patch_label_loss(bad_glyphs, shapes, head), patch_label_loss((*logits, None), shapes, head))
+    logits = head(torch.randn(len(batch["shape_labels"]), proc.image_processor.patch_size ** 2 * 3))
+    wrong = torch.full_like(logits[2], -50.0).index_fill_(1, torch.tensor([5]), 50.0)  # "glyph 5" everywhere
+    on_shapes = (logits[0], logits[1], torch.cat([wrong[:n_shapes], logits[2][n_shapes:]]), None)
+    on_text = (logits[0], logits[1], torch.cat([logits[2][:n_shapes], wrong[n_shapes:]]), None)
+    assert torch.equal(patch_label_loss(on_shapes, batch, head), patch_label_loss((*logits, None), batch, head))
+    assert patch_label_loss(on_text, batch, head) > patch_label_loss((*logits, None), batch, head) + 100
 
 
 def test_a_row_without_its_generator_is_refused_with_a_clear_error(proc):
@@ -173,7 +176,7 @@ def test_the_code_term_pulls_each_projector_row_onto_its_objects_code():
     assert torch.equal(head.shape_codes, PatchLabelHead(16, code_size=8).shape_codes)  # fixed: same in every run
     assert not any("codes" in k for k in head.state_dict())  # and not saved in the head file
     batch = {"shape_labels": torch.tensor([0, 2, 2, 2, 5, 5, 0, 0]), "colour_labels": torch.tensor([0, 1, 1, 1, 3, 3, 0, 0]),
-             "glyph_labels": torch.zeros(8, dtype=torch.long)}
+             "glyph_labels": torch.zeros(8, dtype=torch.long), "text_images": torch.zeros(8, dtype=torch.bool)}
     logits = head(torch.randn(8, 16))
     rows = head.code_target(torch.tensor([2, 5]), torch.tensor([1, 3]), torch.tensor([0, 0]))  # majority of each block
     ce_only = patch_label_loss((*logits, rows), batch, head)

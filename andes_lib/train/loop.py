@@ -46,7 +46,7 @@ from .checkpoint import (CheckpointError, atomic_dir, latest_checkpoint, load_mo
 from .collate import IGNORE_INDEX, collate
 from .loss import token_weights
 from .optim import MuonAdamW
-from .patch_labels import HEAD_FILE, HEAD_PREFIX, attach_head, collate_patch_labels, label_terms, patch_label_loss
+from .patch_labels import HEAD_FILE, HEAD_PREFIX, attach_head, collate_patch_labels, n_labels, patch_label_loss
 from .recipes import MODULE_GROUPS, StageRecipe
 from .stream import DataStream, build_pools
 
@@ -280,7 +280,7 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
             return collate_patch_labels(processor, rows)
 
         def n_targets(batch: dict[str, torch.Tensor]) -> int:
-            return len(label_terms(batch)) * batch["shape_labels"].numel()  # labels per patch: shape, colour (glyph)
+            return n_labels(batch)
 
         def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             return patch_label_loss(net(batch["pixel_values"], batch["image_grid_hw"]), batch, labeler.head,

@@ -128,7 +128,8 @@ def block_order(grid: np.ndarray) -> torch.Tensor:
 
 
 def collate_patch_labels(processor: Any, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Packed pixels of every image of `rows` and the matching per-patch shape and colour labels."""
+    """Packed pixels of every image of `rows`, the matching per-patch shape, colour and glyph labels, and
+    `text_images` (True on every patch of an image that shows text)."""
     images, drawn = [], []
     for row in rows:
         row_drawn = drawn_elements(row)
@@ -143,8 +144,9 @@ def collate_patch_labels(processor: Any, rows: Sequence[dict[str, Any]]) -> dict
     for (image_size, elements), (gh, gw) in zip(drawn, batch["image_grid_hw"].tolist(), strict=True):
         for key, grid in zip(LABELS, label_maps(image_size, elements, (gw * p, gh * p), p), strict=True):
             maps[key].append(block_order(grid))
+    text = [torch.full_like(g, bool(g.any()), dtype=torch.bool) for g in maps["glyph_labels"]]  # per image
     return {"pixel_values": batch["pixel_values"], "image_grid_hw": batch["image_grid_hw"],
-            **{key: torch.cat(grids) for key, grids in maps.items()}}
+            **{key: torch.cat(grids) for key, grids in maps.items()}, "text_images": torch.cat(text)}
 
 
 class PatchLabelHead(nn.Module):
@@ -230,25 +232,28 @@ def load_labeler(artifact: str | Path) -> tuple[PatchLabeler, Any]:
     return labeler.eval(), AndesVLProcessor.from_pretrained(str(artifact))
 
 
-def label_terms(batch: dict[str, torch.Tensor]) -> tuple[str, ...]:
-    """The label maps a batch trains: shape and colour, and glyph only when some patch shows a character (on scenes
-    of shapes alone a glyph term only pulls the tower towards "no text", which cost 11 points of patch shape accuracy
+def n_labels(batch: dict[str, torch.Tensor]) -> int:
+    """Labels a batch trains: shape and colour on every patch, glyph on the patches of images that show text (on
+    scenes of shapes a glyph term only pulls the tower towards "no text", which cost 11 points of patch shape accuracy
     over the 800 steps of `vision`: `03` section 7)."""
-    return LABELS if bool(batch["glyph_labels"].any()) else LABELS[:2]
+    return 2 * batch["shape_labels"].numel() + int(batch["text_images"].sum())
 
 
 def patch_label_loss(outputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor],
                      head: PatchLabelHead, code_weight: float = 0.0) -> torch.Tensor:
-    """Summed cross-entropy of the label maps (`label_terms`), plus `code_weight` x the summed squared distance (mean
-    over the width) of each projector row from its object's code (the loop divides by the number of patch labels).
+    """Summed cross-entropy of the label maps (glyph on images with text only: `n_labels`), plus `code_weight` x the
+    summed squared distance (mean over the width) of each projector row from its object's code (the loop divides by
+    the number of patch labels).
 
     Cross-entropy makes shape and colour *decodable* from the patches, yet the object stays a small share of what the
     projector sends (36-49% of the variance of object tokens in our runs) and the LLM did not find it in a CPU budget;
     with the rows pulled onto the codes it is about 90%, as in the oracle that learns (`03` sections 7-8).
     """
-    *logits, rows = outputs
-    loss = sum(nn.functional.cross_entropy(lg.float(), batch[key], reduction="sum")
-               for lg, key in zip(logits, LABELS, strict=True) if key in label_terms(batch))
+    (shape, colour, glyph), rows = outputs[:3], outputs[3]
+    text = batch["text_images"]
+    loss = (nn.functional.cross_entropy(shape.float(), batch["shape_labels"], reduction="sum")
+            + nn.functional.cross_entropy(colour.float(), batch["colour_labels"], reduction="sum")
+            + nn.functional.cross_entropy(glyph[text].float(), batch["glyph_labels"][text], reduction="sum"))
     if code_weight:
         if rows is None:
             raise ValueError("a code_weight needs the projector's rows: attach the head with warm_projector=True")

@@ -29,6 +29,13 @@ Optimizer: the stages that train the LLM on images (pt2, pt3, SFT) use Muon on i
 rest (`train.optim`). With AdamW and everything else equal, the chain ended at POPE 79.0 / general VQA 73.0 / margin over
 blind 20.9; with Muon at 94.0 / 78.4 / 25.5, at the same cost per step; with Muon, the projector's place code and
 relations at 2.5 in pt2, at 89.0 / 92.2 / 30.6 (`03` section 7, round 6).
+
+Micro-batches: pt2, pt3 and SFT split each step into two micro-batches of rows sorted by length (`grad_accum=2`). The
+loss is normalised over the whole step, so the gradient is the one of the full batch; the padding is less. Forward and
+backward of one step on a 2-core AMX CPU (`benchmarks/bench_microbatch.py`, 4 steps each, gradients equal to 3e-6 of
+their largest entry): pt3 1.71 -> 1.39 s (31168 -> 23584 tokens for 17727 real ones), SFT 0.89 -> 0.78 s, pt2 0.80 ->
+0.71 s; four micro-batches pad less again but run no faster. `03` + `04`: 1273 s against 1395 s (`03` section 7,
+round 7).
 """
 
 from __future__ import annotations
@@ -273,21 +280,23 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
     StageRecipe(
         name="pt2", parent="pt1", lr={"projector": 1e-4, "language_model": 1e-3},
         data=BINDING_MIX, text_only=0.05, n_per_domain=2000, max_seq_len=128, steps=400, batch_size=64,
-        warmup_steps=20, schedule="constant", loss_weighting="sample", optimizer="muon",
+        grad_accum=2, warmup_steps=20, schedule="constant", loss_weighting="sample", optimizer="muon",
         description="Joint pre-training: LLM and projector train on look-up questions (colour of a named shape, "
                     "shape of a named colour, presence) that teach the LLM to bind a word to visual tokens, plus 5% "
                     "text-only.",
     ),
     StageRecipe(
         name="pt3", parent="pt2", lr={"vision_tower": 1e-4, "projector": 3e-4, "language_model": 1e-3},
-        data=PRESENCE_LED, text_only=0.05, max_seq_len=192, steps=150, batch_size=64, warmup_steps=10,
+        data=PRESENCE_LED, text_only=0.05, max_seq_len=192, steps=150, batch_size=64, grad_accum=2,
+        warmup_steps=10,
         schedule="constant", loss_weighting="sample", optimizer="muon",
         description="Multi-task pre-training: all domains, longer sequences (GUI screens, several images), led by "
                     "presence questions (POPE), which the LLM learns only once pt2's look-ups are in place.",
     ),
     StageRecipe(
         name="sft", parent="pt3", lr={"vision_tower": 5e-5, "projector": 2e-4, "language_model": 3e-4},
-        data=SFT_MIX, text_only=0.05, loss_on="assistant", max_seq_len=192, steps=300, batch_size=32, warmup_steps=15,
+        data=SFT_MIX, text_only=0.05, loss_on="assistant", max_seq_len=192, steps=300, batch_size=32, grad_accum=2,
+        warmup_steps=15,
         data_seed=1, loss_weighting="sample", optimizer="muon",
         description="Supervised fine-tuning on instruction conversations; loss on assistant tokens only. Attribute "
                     "questions (a lure of another colour) get extra weight: once presence exists, the yes-bias "
