@@ -21,31 +21,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from andes_lib.train import get_artifact  # noqa: E402
-from andes_lib.train.collate import IGNORE_INDEX, collate  # noqa: E402
+from andes_lib.train.collate import collate  # noqa: E402
 from andes_lib.train.loop import apply_freeze, load_start  # noqa: E402
-from andes_lib.train.loss import token_weights  # noqa: E402
+from andes_lib.train.loss import lm_loss_sum, token_weights  # noqa: E402
 from andes_lib.train.recipes import get_recipe  # noqa: E402
-from andes_lib.train.stream import DataStream, build_pools  # noqa: E402
+from andes_lib.train.stream import DataStream, build_pools, length_sorted_split  # noqa: E402
 
 
 def step_gradient(model, processor, recipe, rows, lengths, parts: int) -> tuple[float, int, list[torch.Tensor]]:
     """(seconds, padded tokens, gradients) of one step's forward and backward over `parts` micro-batches."""
-    order = sorted(range(len(rows)), key=lambda i: (lengths[i], i))
-    rows = [rows[i] for i in order]
-    size = len(rows) // parts
-    micro = [collate(processor, rows[i * size:(i + 1) * size], recipe.loss_on) for i in range(parts)]
+    micro = [collate(processor, part, recipe.loss_on) for part in length_sorted_split(rows, lengths, parts)]
     total = sum(float(token_weights(b["labels"][:, 1:], recipe.loss_weighting).sum()) for b in micro)
     model.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
     for batch in micro:
-        labels = batch.pop("labels")[:, 1:]
-        labelled = labels != IGNORE_INDEX
-        logits = model(**batch, use_cache=False, logits_to_keep=F.pad(labelled, (0, 1))).logits
-        nll = F.cross_entropy(logits.float(), labels[labelled], reduction="none")
-        ((nll * token_weights(labels, recipe.loss_weighting)[labelled]).sum() / total).backward()
+        (lm_loss_sum(model, batch, recipe.loss_weighting) / total).backward()
     seconds = time.perf_counter() - t0
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     return seconds, sum(b["input_ids"].numel() for b in micro), grads
@@ -65,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_freeze(model, recipe)
         stream = DataStream(recipe, build_pools(recipe, processor, progress=False))
         out[stage] = {}
-        reference = None
+        reference: list[torch.Tensor] = []  # the first step's gradients as one batch
         for parts in (1, 2, 4):
             seconds, padded, real, diff = 0.0, 0, 0, 0.0
             for step in range(1, args.steps + 1):
@@ -73,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 s, n, grads = step_gradient(model, processor, recipe, rows, lengths, parts)
                 seconds, padded, real = seconds + s, padded + n, real + sum(lengths)
                 if step == 1:
-                    reference = grads if parts == 1 else reference
+                    reference = reference or grads
                     diff = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
                                for a, b in zip(grads, reference, strict=True))
             out[stage][parts] = {"seconds_per_step": seconds / args.steps, "padded_tokens": padded, "real_tokens": real,

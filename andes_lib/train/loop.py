@@ -37,18 +37,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .checkpoint import (CheckpointError, atomic_dir, latest_checkpoint, load_model_weights,
                          load_state, save_checkpoint, set_rng_state, write_json)
-from .collate import IGNORE_INDEX, collate
-from .loss import token_weights
+from .collate import collate
+from .loss import lm_loss_sum, token_weights
 from .optim import MuonAdamW
 from .patch_labels import HEAD_FILE, HEAD_PREFIX, attach_head, collate_patch_labels, n_labels, patch_label_loss
 from .recipes import MODULE_GROUPS, StageRecipe
-from .stream import DataStream, build_pools
+from .stream import DataStream, build_pools, length_sorted_split
 
 ARTIFACT_FILE = "andes_artifact.json"
 HISTORY_FILE = "history.json"
@@ -269,12 +268,7 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
             return float(token_weights(batch["labels"][:, 1:], recipe.loss_weighting).sum())
 
         def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            labels = batch.pop("labels")[:, 1:]
-            labelled = labels != IGNORE_INDEX
-            keep = F.pad(labelled, (0, 1))  # positions followed by a label: the LM head runs there only
-            logits = net(**batch, use_cache=False, logits_to_keep=keep).logits
-            nll = F.cross_entropy(logits.float(), labels[labelled], reduction="none")
-            return (nll * token_weights(labels, recipe.loss_weighting)[labelled]).sum()
+            return lm_loss_sum(net, batch, recipe.loss_weighting)
     else:
         def make_batch(rows: list) -> dict[str, torch.Tensor]:
             return collate_patch_labels(processor, rows)
@@ -307,11 +301,7 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     for step in range(start_step, end):
         t0 = time.perf_counter()
         rows, lengths = stream.batch(step)[rank::world], stream.lengths(step)[rank::world]
-        # micro-batches of similar lengths pad less; the loss is normalised over the whole step's token weights, so the
-        # gradient does not depend on how the rows are split
-        rows = [rows[i] for i in sorted(range(len(rows)), key=lambda i: (lengths[i], i))]
-        per_micro = len(rows) // recipe.grad_accum
-        micro = [make_batch(rows[i * per_micro:(i + 1) * per_micro]) for i in range(recipe.grad_accum)]
+        micro = [make_batch(part) for part in length_sorted_split(rows, lengths, recipe.grad_accum)]
         n_tokens = sum(n_targets(b) for b in micro)
         loss_sum = torch.zeros((), device=accelerator.device)
         for i, batch in enumerate(micro):

@@ -10,6 +10,7 @@ token averaging (1) and sample averaging (1/n).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .collate import IGNORE_INDEX
 
@@ -29,3 +30,13 @@ def token_weights(labels: torch.Tensor, weighting: str = "token") -> torch.Tenso
         return mask
     n = mask.sum(dim=-1, keepdim=True).clamp(min=1)
     return mask / (n if weighting == "sample" else n.sqrt())
+
+
+def lm_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], weighting: str = "token") -> torch.Tensor:
+    """Weighted sum of the next-token losses of a collated batch (its `labels` are popped); the LM head runs only at
+    positions followed by a label. Divide by the step's `token_weights(...).sum()` for the step's loss."""
+    labels = batch.pop("labels")[:, 1:]
+    labelled = labels != IGNORE_INDEX
+    logits = model(**batch, use_cache=False, logits_to_keep=F.pad(labelled, (0, 1))).logits
+    nll = F.cross_entropy(logits.float(), labels[labelled], reduction="none")
+    return (nll * token_weights(labels, weighting)[labelled]).sum()

@@ -288,8 +288,7 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
     StageRecipe(
         name="pt3", parent="pt2", lr={"vision_tower": 1e-4, "projector": 3e-4, "language_model": 1e-3},
         data=PRESENCE_LED, text_only=0.05, max_seq_len=192, steps=150, batch_size=64, grad_accum=2,
-        warmup_steps=10,
-        schedule="constant", loss_weighting="sample", optimizer="muon",
+        warmup_steps=10, schedule="constant", loss_weighting="sample", optimizer="muon",
         description="Multi-task pre-training: all domains, longer sequences (GUI screens, several images), led by "
                     "presence questions (POPE), which the LLM learns only once pt2's look-ups are in place.",
     ),

@@ -98,6 +98,14 @@ def plan(recipe: StageRecipe, sizes: Sequence[int], probs: Sequence[float]) -> n
     return out
 
 
+def length_sorted_split(rows: Sequence[Row], lengths: Sequence[int], parts: int) -> list[list[Row]]:
+    """`parts` equal micro-batches of rows sorted by length: similar lengths pad less, and since the loop normalises
+    the loss over the whole step, the gradient does not depend on the split (`benchmarks/bench_microbatch.py`)."""
+    ordered = [rows[i] for i in sorted(range(len(rows)), key=lambda i: (lengths[i], i))]
+    size = len(ordered) // parts
+    return [ordered[i * size:(i + 1) * size] for i in range(parts)]
+
+
 class DataStream:
     """Global batches of rows in plan order; `batch(step)` is a pure function of the step."""
 
