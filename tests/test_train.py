@@ -21,6 +21,7 @@ from andes_lib.train.checkpoint import (CheckpointError, CorruptCheckpointError,
                                         optimizer_from_safetensors, optimizer_to_safetensors, verify)
 from andes_lib.train.collate import IGNORE_INDEX, assistant_mask, collate, sequence_length
 from andes_lib.train.loop import LRSchedule, apply_freeze, run_stage
+from andes_lib.train.loss import label_weights, lm_loss_sum
 from andes_lib.train.recipes import RECIPES, StageRecipe, chain, fingerprint, get_recipe
 from andes_lib.train.stream import plan
 
@@ -104,7 +105,7 @@ def test_recipe_hash_changes_with_every_parameter_and_the_parent():
     assert r.params_hash() == r.replace(description="other words").params_hash()
     for change in ({"steps": r.steps + 1}, {"lr": {**r.lr, "projector": 1e-4}}, {"data": {"gui": 1.0}},
                    {"max_seq_len": 64}, {"seed": 1}, {"loss_on": "all"}, {"text_only": 0.5},
-                   {"loss_weighting": "token"}, {"optimizer": "adamw"}, {"place_code": False}):
+                   {"loss_weighting": "token"}, {"optimizer": "adamw"}, {"place_code": False}, {"pack": False}):
         assert r.replace(**change).params_hash() != r.params_hash(), change
     table = dict(RECIPES)
     before = fingerprint(table["nano-sft"], table)
@@ -187,6 +188,45 @@ def test_length_sorted_micro_batches_train_the_weights_of_one_batch(tmp_path):
     a = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(one.path)).state_dict()
     b = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(two.path)).state_dict()
     assert all(torch.allclose(a[k], b[k], atol=2e-4) for k in a)  # float rounding; 3 steps at 3e-3 move them ~1e-2
+
+
+def test_packed_rows_train_the_weights_of_padded_rows(tmp_path):
+    r = recipe(steps=3, batch_size=8, text_only=0.25, loss_weighting="sample", optimizer="muon", grad_accum=2)
+    padded = run_stage(r, tmp_path / "padded", progress=False)
+    packed = run_stage(r.replace(pack=True), tmp_path / "packed", progress=False)
+    assert [h["loss"] for h in packed.history] == pytest.approx([h["loss"] for h in padded.history], rel=1e-5)
+    a = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(padded.path)).state_dict()
+    b = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(packed.path)).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=2e-4) for k in a)
+    with pytest.raises(ValueError, match="pack"):
+        recipe(pack=1)
+
+
+def test_pack_rows_gives_every_sample_its_own_tokens_images_and_loss(proc):
+    rows = tiny_rows(5)
+    for row, size in zip(rows, [(32, 32), (48, 32), (16, 16), (32, 48), (16, 32)], strict=True):
+        row["images"] = [im.resize(size) for im in row["images"]]
+    rows[1]["images"].append(Image.new("RGB", (16, 48), COLOURS["blue"]))  # two images in one sample
+    rows[1]["messages"][0]["content"].insert(0, {"type": "image", "text": None})
+    rows[3] = {"messages": [{"role": "user", "content": "Say a colour."},
+                            {"role": "assistant", "content": "red, green and blue"}]}  # text only
+    padded, packed = collate(proc, rows, "assistant"), collate(proc, rows, "assistant", pack=64)
+    lengths = padded["attention_mask"].sum(1).tolist()
+    assert "attention_mask" not in packed and packed["input_ids"].shape[1] == max(64, *lengths)
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+    starts = (packed["position_ids"] == 0).sum()
+    assert starts >= len(rows)  # one run per sample, plus the padding at the end of a row
+    assert sorted(map(tuple, packed["image_grid_hw"].tolist())) == sorted(map(tuple, padded["image_grid_hw"].tolist()))
+    assert (packed["labels"] != IGNORE_INDEX).sum() == (padded["labels"][:, 1:] != IGNORE_INDEX).sum()
+    model = andes_lib.build_model("nano", seed=0).eval()
+    for weighting in ("token", "sample"):
+        w_padded, w_packed = label_weights(padded, weighting).sum(), label_weights(packed, weighting).sum()
+        assert torch.isclose(w_packed, w_padded)
+        with torch.no_grad():
+            a = lm_loss_sum(model, dict(padded), weighting) / w_padded
+            b = lm_loss_sum(model, dict(packed), weighting) / w_packed
+        assert torch.isclose(a, b, rtol=1e-5), (weighting, a, b)
+    assert torch.isclose(label_weights(packed, "sample").sum(), torch.tensor(float(len(rows))))
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])

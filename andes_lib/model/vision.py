@@ -3,8 +3,9 @@
 All images of a batch arrive as ONE packed sequence of patches (NaViT style). Each patch row is one
 image's `3*p*p` pixels, and rows are serialised so that every 2x2 patch neighbourhood is contiguous
 (SPEC §2.3), so the projector's pixel shuffle is a plain view. Attention is block-diagonal: a patch only
-attends to patches of its own image. Positions enter twice, as in the release: a learned position table
-resized (bicubic) to each image's patch grid and added once, plus 2D rotary embeddings in every layer.
+attends to patches of its own image (images of one size are laid side by side and attend as one batch). Positions
+enter twice, as in the release: a learned position table resized (bicubic) to each patch grid and added once, plus
+2D rotary embeddings in every layer.
 """
 
 from __future__ import annotations
@@ -30,17 +31,17 @@ def block_order_coords(h: int, w: int, device: torch.device | None = None) -> tu
     return (2 * by + dy).flatten(), (2 * bx + dx).flatten()
 
 
-def same_size_groups(lengths: list[int], device: torch.device | None = None) -> list[torch.Tensor]:
-    """Token indices of the packed sequence, grouped by image length: one (images, length) tensor per size.
+def same_size_runs(lengths: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Images reordered so that equal lengths are adjacent (first-seen length first, stable inside a length), and
+    the (images, length) of each run.
 
     Attention must stay inside each image. Rather than one (N, N) block-diagonal mask, whose cost grows with the
-    square of the whole batch, images of equal length attend as one batch, and each size is its own call.
+    square of the whole batch, the images of one run attend as one batch (a view of a contiguous slice, no copy).
     """
-    starts = torch.tensor([0, *lengths[:-1]], device=device).cumsum(0)
     by_len: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
         by_len.setdefault(n, []).append(i)
-    return [starts[idx][:, None] + torch.arange(n, device=device) for n, idx in by_len.items()]
+    return [i for idx in by_len.values() for i in idx], [(len(idx), n) for n, idx in by_len.items()]
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -75,16 +76,21 @@ class VisionAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj = (nn.Linear(c, c, bias=bias) for _ in range(3))
         self.out_proj = nn.Linear(c, c, bias=bias)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                runs: list[tuple[int, int]]) -> torch.Tensor:
         n = x.shape[0]
         q, k, v = (p(x).view(n, self.num_heads, self.head_dim) for p in (self.q_proj, self.k_proj, self.v_proj))
         cos, sin = cos[:, None, :], sin[:, None, :]
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        out = torch.empty_like(q)
-        for idx in groups:  # (images, patches) of same-sized images: one batched attention, no cross-image mask
-            qi, ki, vi = (t[idx].transpose(1, 2) for t in (q, k, v))  # (images, heads, patches, head_dim)
-            out[idx] = F.scaled_dot_product_attention(qi, ki, vi).transpose(1, 2).to(out.dtype)  # bf16 under autocast
-        return self.out_proj(out.reshape(n, -1))
+        sizes = [images * length for images, length in runs]
+        out = []
+        # same-sized images, contiguous: one batched attention per run, no cross-image mask (split, whose backward is
+        # one concatenation, rather than slices, whose backward writes each slice into a zero tensor)
+        for (images, length), qi, ki, vi in zip(runs, *(t.split(sizes) for t in (q, k, v)), strict=True):
+            qi, ki, vi = (t.view(images, length, self.num_heads, self.head_dim).transpose(1, 2) for t in (qi, ki, vi))
+            out.append(F.scaled_dot_product_attention(qi, ki, vi).transpose(1, 2).reshape(images * length, -1))
+        out = out[0] if len(out) == 1 else torch.cat(out)
+        return self.out_proj(out.to(x.dtype))  # sdpa's output is bf16 under autocast
 
 
 class VisionMLP(nn.Module):
@@ -116,8 +122,8 @@ class VisionBlock(nn.Module):
         self.norm1, self.attn = make_norm(config), VisionAttention(config)
         self.norm2, self.mlp = make_norm(config), VisionMLP(config)
 
-    def forward(self, x, cos, sin, groups):
-        x = x + self.attn(self.norm1(x), cos, sin, groups)
+    def forward(self, x, cos, sin, runs):
+        x = x + self.attn(self.norm1(x), cos, sin, runs)
         return x + self.mlp(self.norm2(x))
 
 
@@ -169,17 +175,24 @@ class AndesVisionModel(PreTrainedModel):
                 f"{self.patch_embed.in_features}), got {tuple(pixel_values.shape)} for grids {grid}"
             )
         device = pixel_values.device
-        x = self.patch_norm(self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype)))
-        rows, cols, pos = [], [], []
+        order, runs = same_size_runs([h * w for h, w in grid])
+        starts = [0]
         for h, w in grid:
-            r, c = block_order_coords(h, w, device)
-            rows.append(r)
-            cols.append(c)
-            pos.append(self.resized_positions(h, w)[r, c])
-        x = x + torch.cat(pos)
-        cos, sin = self.rotary(torch.cat(rows).float(), torch.cat(cols).float())
+            starts.append(starts[-1] + h * w)
+        sorted_tokens = order != sorted(order)
+        if sorted_tokens:  # equal-sized images side by side; the output returns to the input's order at the end
+            perm = torch.cat([torch.arange(starts[i], starts[i + 1], device=device) for i in order])
+            pixel_values = pixel_values[perm]
+        x = self.patch_norm(self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype)))
+        coords = {g: block_order_coords(*g, device) for g in dict.fromkeys(grid)}  # once per distinct grid
+        positions = {g: self.resized_positions(*g)[r, c] for g, (r, c) in coords.items()}
+        x = x + torch.cat([positions[grid[i]] for i in order])
+        rows, cols = (torch.cat([coords[grid[i]][j] for i in order]) for j in (0, 1))
+        cos, sin = self.rotary(rows.float(), cols.float())
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        groups = same_size_groups([h * w for h, w in grid], device)
         for block in self.blocks:
-            x = block(x, cos, sin, groups)
-        return BaseModelOutput(last_hidden_state=self.post_norm(x))
+            x = block(x, cos, sin, runs)
+        x = self.post_norm(x)
+        if sorted_tokens:
+            x = x[torch.empty_like(perm).scatter_(0, perm, torch.arange(len(perm), device=device))]
+        return BaseModelOutput(last_hidden_state=x)

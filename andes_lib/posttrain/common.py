@@ -71,6 +71,18 @@ def posttrain_optimizer(model: Any, lr: float, kind: str = "muon", weight_decay:
     return MuonAdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
+def freeze_groups(model: Any, freeze: Sequence[str]) -> None:
+    """Keep the named module groups (`vision_tower`, `projector`, `language_model`) fixed during post-training."""
+    from ..train.loop import module_groups
+
+    groups = module_groups(model)
+    unknown = set(freeze) - set(groups)
+    if unknown:
+        raise ValueError(f"unknown module group(s) to freeze: {sorted(unknown)}; known: {list(groups)}")
+    for name in freeze:
+        groups[name].requires_grad_(False)
+
+
 def seed_all(seed: int) -> None:
     """Seed Python, NumPy and torch."""
     random.seed(seed)

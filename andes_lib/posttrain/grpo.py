@@ -41,8 +41,8 @@ import pandas as pd
 import torch
 
 from ..eval.metrics import score
-from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, log_frame, posttrain_optimizer, sample_answers,
-                     save_checkpoint, seed_all, trained_with)
+from .common import (TRL_CPU_ARGS, compact_logging, freeze_groups, load_checkpoint, log_frame, posttrain_optimizer,
+                     sample_answers, save_checkpoint, seed_all, trained_with)
 from .rewards import format_score, thinking_rewards
 
 REWARD_WEIGHTS: tuple[float, float] = (1.0, 0.5)  # accuracy, format
@@ -237,16 +237,18 @@ def run_grpo(init_dir: str | os.PathLike[str], prompts: datasets.Dataset, out_di
              lr: float = 1e-4, temperature: float = 1.0, seed: int = 0,
              held_out: Sequence[Mapping[str, Any]] | None = None, eval_every: int = 10, label: str = "",
              reward_funcs: Sequence[Any] | None = None, log_every: int = 10, optimizer: str | None = None,
-             **overrides: Any) -> GRPOResult:
+             freeze: Sequence[str] = (), **overrides: Any) -> GRPOResult:
     """GRPO (TRL `GRPOTrainer`) from the checkpoint in `init_dir` on `prompts` (see `grpo_rows`); saves the
     model + processor in `out_dir`. `held_out` rows (question, images, answer, metric) are evaluated every
     `eval_every` steps. `reward_funcs` replaces `thinking_rewards` (then set `reward_weights` to match).
-    `optimizer`: "muon" or "adamw"; None: the one `init_dir` was trained with (`common.trained_with`)."""
+    `optimizer`: "muon" or "adamw"; None: the one `init_dir` was trained with (`common.trained_with`). `freeze`
+    names module groups that stay fixed (`common.freeze_groups`)."""
     from trl import GRPOTrainer
 
     seed_all(seed)
     optimizer = optimizer or trained_with(init_dir)
     model, processor = load_checkpoint(init_dir)
+    freeze_groups(model, freeze)
     model.train()
     args = grpo_config(Path(out_dir) / "trainer", steps, prompts_per_step, num_generations, max_completion_length,
                        lr, temperature, seed, **overrides)

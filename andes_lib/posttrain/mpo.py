@@ -28,9 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..train.loop import module_groups
-from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, posttrain_optimizer, save_checkpoint, seed_all,
-                     trained_with)
+from .common import (TRL_CPU_ARGS, compact_logging, freeze_groups, load_checkpoint, posttrain_optimizer,
+                     save_checkpoint, seed_all, trained_with)
 
 MPO_LOSS_TYPES: tuple[str, str, str] = ("sigmoid", "bco_pair", "sft")
 MPO_WEIGHTS: tuple[float, float, float] = (0.8, 0.2, 1.0)  # preference, quality, generation (InternVL2.5-MPO)
@@ -151,12 +150,7 @@ def run_mpo(init_dir: str | os.PathLike[str], pairs: Any, out_dir: str | os.Path
     seed_all(seed)
     optimizer = optimizer or trained_with(init_dir)
     model, processor = load_checkpoint(init_dir)
-    groups = module_groups(model)
-    unknown = set(freeze) - set(groups)
-    if unknown:
-        raise ValueError(f"unknown module group(s) to freeze: {sorted(unknown)}; known: {list(groups)}")
-    for name in freeze:
-        groups[name].requires_grad_(False)
+    freeze_groups(model, freeze)
     model.train()
     ref_model = copy.deepcopy(model).eval()
     columns = [c for c in ("images", "prompt", "chosen", "rejected") if c in pairs.column_names]

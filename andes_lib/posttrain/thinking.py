@@ -29,8 +29,8 @@ import datasets
 
 from ..data.dataset import build_dataset
 from ..data.registry import DOMAINS
-from .common import (TRL_CPU_ARGS, compact_logging, load_checkpoint, log_frame, posttrain_optimizer, prompt_text,
-                     save_checkpoint, seed_all, trained_with)
+from .common import (TRL_CPU_ARGS, compact_logging, freeze_groups, load_checkpoint, log_frame, posttrain_optimizer,
+                     prompt_text, save_checkpoint, seed_all, trained_with)
 
 THINKING_DOMAINS: tuple[str, ...] = ("reasoning", "chart")
 END = "<|im_end|>"
@@ -96,14 +96,17 @@ class SFTResult:
 
 def run_thinking_sft(init_dir: str | os.PathLike[str], data: datasets.Dataset, out_dir: str | os.PathLike[str],
                      steps: int = 150, batch_size: int = 16, lr: float = 5e-4, seed: int = 0,
-                     log_every: int = 10, optimizer: str | None = None, **overrides: Any) -> SFTResult:
+                     log_every: int = 10, optimizer: str | None = None, freeze: Sequence[str] = (),
+                     **overrides: Any) -> SFTResult:
     """Completion-only SFT (TRL `SFTTrainer`) from `init_dir` on `thinking_sft_data` rows; saves to `out_dir`.
-    `optimizer`: "muon" or "adamw"; None: the one `init_dir` was trained with (`common.trained_with`)."""
+    `optimizer`: "muon" or "adamw"; None: the one `init_dir` was trained with (`common.trained_with`). `freeze`
+    names module groups that stay fixed (`common.freeze_groups`)."""
     from trl import SFTConfig, SFTTrainer
 
     seed_all(seed)
     optimizer = optimizer or trained_with(init_dir)
     model, processor = load_checkpoint(init_dir)
+    freeze_groups(model, freeze)
     model.train()
     kwargs = dict(TRL_CPU_ARGS) | {
         "output_dir": str(Path(out_dir) / "trainer"), "max_steps": steps, "per_device_train_batch_size": batch_size,

@@ -9,6 +9,9 @@ Images are expanded by the processor, so the text is templated with the chat tem
 - `loss_on="all"` (pre-training): every real text token carries a label; the image span
   (`<img>`, the `<|vision_pad|>` placeholders, `</img>`) and the padding do not.
 Labels are aligned with `input_ids` (the model's loss shifts them by one position).
+
+`pack_rows` lays the rows of a padded batch end to end instead (sequence packing): the same samples, the same loss,
+less padding.
 """
 
 from __future__ import annotations
@@ -62,8 +65,10 @@ def text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, processor: 
     return keep.long()
 
 
-def collate(processor: Any, rows: Sequence[dict[str, Any]], loss_on: str = "all") -> dict[str, torch.Tensor]:
-    """A right-padded batch: input_ids, attention_mask, labels (+ pixel_values, image_grid_hw with images)."""
+def collate(processor: Any, rows: Sequence[dict[str, Any]], loss_on: str = "all",
+            pack: int = 0) -> dict[str, torch.Tensor]:
+    """A right-padded batch: input_ids, attention_mask, labels (+ pixel_values, image_grid_hw with images); with
+    `pack` > 0, the same samples packed into rows of `pack` tokens (`pack_rows`)."""
     if loss_on not in ("all", "assistant"):
         raise ValueError(f"loss_on must be 'all' or 'assistant', got {loss_on!r}")
     texts, images = zip(*(row_text(processor, r) for r in rows))
@@ -77,6 +82,61 @@ def collate(processor: Any, rows: Sequence[dict[str, Any]], loss_on: str = "all"
     out = {"input_ids": ids, "attention_mask": attn, "labels": ids.masked_fill(mask == 0, IGNORE_INDEX)}
     if has_images:
         out["pixel_values"], out["image_grid_hw"] = batch["pixel_values"], batch["image_grid_hw"]
+    return pack_rows(out, [len(im) for im in images], pack, processor.tokenizer.pad_token_id) if pack else out
+
+
+def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Bins of indices whose lengths sum to at most `capacity`: longest first, each into the first bin it fits."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        k = next((k for k, r in enumerate(room) if r >= lengths[i]), len(bins))
+        if k == len(bins):
+            bins.append([])
+            room.append(capacity)
+        bins[k].append(i)
+        room[k] -= lengths[i]
+    return bins
+
+
+def pack_rows(batch: dict[str, torch.Tensor], images_per_row: Sequence[int], capacity: int,
+              pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Sequence packing: the samples of a right-padded batch laid end to end in rows of `capacity` tokens.
+
+    Every sample's `position_ids` restart at 0 and the attention mask is left out, so transformers' attention keeps
+    each sample to itself (`masking_utils.find_packed_sequence_indices`: a block-diagonal causal mask); the padding
+    at the end of a row is a sample of its own with no labels. A sample's first label is dropped: in a padded row
+    nothing predicts it, in a packed one the previous sample's last token would. The images are reordered to follow
+    their samples. Loss and gradient equal the padded batch's up to float rounding (`tests/test_train.py`); with
+    `loss_weighting="sample"` the weights are counted per sample (`loss.label_weights`).
+    """
+    ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    n = attn.sum(dim=1).tolist()
+    capacity = max(capacity, *n)
+    bins = first_fit_decreasing(n, capacity)
+    out_ids = torch.full((len(bins), capacity), pad_token_id, dtype=ids.dtype)
+    out_labels = torch.full((len(bins), capacity), IGNORE_INDEX, dtype=labels.dtype)
+    positions = torch.zeros((len(bins), capacity), dtype=torch.long)
+    image_order: list[int] = []
+    first_image = [0]
+    for k in images_per_row:
+        first_image.append(first_image[-1] + k)
+    for b, members in enumerate(bins):
+        at = 0
+        for i in members:
+            out_ids[b, at:at + n[i]] = ids[i, :n[i]]
+            out_labels[b, at + 1:at + n[i]] = labels[i, 1:n[i]]
+            positions[b, at:at + n[i]] = torch.arange(n[i])
+            image_order.extend(range(first_image[i], first_image[i + 1]))
+            at += n[i]
+        positions[b, at:] = torch.arange(capacity - at)
+    out = {"input_ids": out_ids, "labels": out_labels, "position_ids": positions}
+    if "pixel_values" in batch:
+        grid = batch["image_grid_hw"]
+        patches = (grid[:, 0] * grid[:, 1]).tolist()
+        chunks = batch["pixel_values"].split(patches)
+        out["pixel_values"] = torch.cat([chunks[j] for j in image_order])
+        out["image_grid_hw"] = grid[image_order]
     return out
 
 

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from .checkpoint import (CheckpointError, atomic_dir, latest_checkpoint, load_model_weights,
                          load_state, save_checkpoint, set_rng_state, write_json)
 from .collate import collate
-from .loss import lm_loss_sum, token_weights
+from .loss import label_weights, lm_loss_sum
 from .optim import MuonAdamW
 from .patch_labels import HEAD_FILE, HEAD_PREFIX, attach_head, collate_patch_labels, n_labels, patch_label_loss
 from .recipes import MODULE_GROUPS, StageRecipe
@@ -262,10 +262,10 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     trainable = [p for p in net.parameters() if p.requires_grad]
     if labeler is None:
         def make_batch(rows: list) -> dict[str, torch.Tensor]:
-            return collate(processor, rows, recipe.loss_on)
+            return collate(processor, rows, recipe.loss_on, pack=recipe.max_seq_len if recipe.pack else 0)
 
         def n_targets(batch: dict[str, torch.Tensor]) -> float:  # the step's loss normaliser (train.loss)
-            return float(token_weights(batch["labels"][:, 1:], recipe.loss_weighting).sum())
+            return float(label_weights(batch, recipe.loss_weighting).sum())
 
         def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             return lm_loss_sum(net, batch, recipe.loss_weighting)

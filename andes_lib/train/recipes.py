@@ -31,11 +31,14 @@ blind 20.9; with Muon at 94.0 / 78.4 / 25.5, at the same cost per step; with Muo
 relations at 2.5 in pt2, at 89.0 / 92.2 / 30.6 (`03` section 7, round 6).
 
 Micro-batches: pt2, pt3 and SFT split each step into two micro-batches of rows sorted by length (`grad_accum=2`). The
-loss is normalised over the whole step, so the gradient is the one of the full batch; the padding is less. Forward and
-backward of one step on a 2-core AMX CPU (`benchmarks/bench_microbatch.py`, 4 steps each, gradients equal to 3e-6 of
-their largest entry): pt3 1.71 -> 1.39 s (31168 -> 23584 tokens for 17727 real ones), SFT 0.89 -> 0.78 s, pt2 0.80 ->
-0.71 s; four micro-batches pad less again but run no faster. `03` + `04`: 1273 s against 1395 s (`03` section 7,
-round 7).
+loss is normalised over the whole step, so the gradient is the one of the full batch; the padding is less. pt3 and SFT
+also pack each micro-batch's samples into rows of `max_seq_len` tokens (`pack=True`, `collate.pack_rows`): the same
+samples and gradient, a quarter fewer tokens. Forward and backward of one step on a 2-core AMX CPU
+(`benchmarks/bench_microbatch.py`, 4 steps each, gradients equal to 5e-6 of their largest entry): pt3 1.57 s as one
+padded batch, 1.27 s as two micro-batches (31168 -> 23584 tokens for 17727 real ones), 1.20 s packed (19200); SFT 0.73,
+0.65, 0.60 s; pt2 0.74 -> 0.65 s with two micro-batches, packing it (rows of 128 tokens) pads more, not less.
+`03` + `04`: 1395 s before micro-batches, 1273 s with them, 1146 s with packing and the vision tower's contiguous
+attention (`03` section 7, rounds 7 and 8).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class StageRecipe:
     steps: int = 100
     batch_size: int = 8  # global batch per optimizer step (split over processes)
     grad_accum: int = 1  # micro-batches per optimizer step (per process)
+    pack: bool = False  # pack each micro-batch's samples into rows of max_seq_len tokens (collate.pack_rows)
     warmup_steps: int = 10
     schedule: str = "cosine"  # "cosine" or "constant" after the linear warm-up
     min_lr_ratio: float = 0.1
@@ -119,8 +123,9 @@ class StageRecipe:
                                                           or "projector" not in self.lr)):
             raise ValueError(f"recipe {self.name!r}: code_weight must be >= 0; only a patch_labels stage that "
                              "trains the projector has one")
-        if not isinstance(self.place_code, bool):
-            raise ValueError(f"recipe {self.name!r}: place_code must be True or False, got {self.place_code!r}")
+        for key in ("place_code", "pack"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"recipe {self.name!r}: {key} must be True or False, got {getattr(self, key)!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"recipe {self.name!r}: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
@@ -186,8 +191,8 @@ def _file_digest(path: str, mtime: float) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-CODE_FILES = ("train/loop.py", "train/collate.py", "train/stream.py", "train/patch_labels.py", "model/*.py",
-              "processing/*.py", "config.py", "presets.py")
+CODE_FILES = ("train/loop.py", "train/collate.py", "train/stream.py", "train/patch_labels.py", "train/loss.py",
+              "train/optim.py", "model/*.py", "processing/*.py", "config.py", "presets.py")
 
 
 def code_hash() -> str:
@@ -287,7 +292,7 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
     ),
     StageRecipe(
         name="pt3", parent="pt2", lr={"vision_tower": 1e-4, "projector": 3e-4, "language_model": 1e-3},
-        data=PRESENCE_LED, text_only=0.05, max_seq_len=192, steps=150, batch_size=64, grad_accum=2,
+        data=PRESENCE_LED, text_only=0.05, max_seq_len=192, steps=150, batch_size=64, grad_accum=2, pack=True,
         warmup_steps=10, schedule="constant", loss_weighting="sample", optimizer="muon",
         description="Multi-task pre-training: all domains, longer sequences (GUI screens, several images), led by "
                     "presence questions (POPE), which the LLM learns only once pt2's look-ups are in place.",
@@ -295,7 +300,7 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
     StageRecipe(
         name="sft", parent="pt3", lr={"vision_tower": 5e-5, "projector": 2e-4, "language_model": 3e-4},
         data=SFT_MIX, text_only=0.05, loss_on="assistant", max_seq_len=192, steps=300, batch_size=32, grad_accum=2,
-        warmup_steps=15,
+        pack=True, warmup_steps=15,
         data_seed=1, loss_weighting="sample", optimizer="muon",
         description="Supervised fine-tuning on instruction conversations; loss on assistant tokens only. Attribute "
                     "questions (a lure of another colour) get extra weight: once presence exists, the yes-bias "
