@@ -25,6 +25,9 @@ in 05's header come from it, for example:
     python benchmarks/mpo_pairs.py --answer-space-hallucination 240 --seeds 0 --eval-n 300
     python benchmarks/mpo_pairs.py --answer-space-hallucination 240 --freeze vision_tower projector --seeds 0 \
         --eval-n 300
+    # the chosen side from the model's own right answers (05's default since 2026-12-05), on the validation split
+    python benchmarks/mpo_pairs.py --answer-space-hallucination 240 --freeze vision_tower projector --seeds 0 \
+        --eval-n 300 --split validation --steps 80 --batch 8 --lr 6e-5 --chosen sampled
 
 `nano-sft` comes from `--run-dir` or the artifact cache (it is trained first when neither has it).
 """
@@ -78,6 +81,8 @@ def main() -> None:
     parser.add_argument("--freeze", nargs="*", default=[], help="module groups kept fixed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--eval-n", type=int, default=100, help="evaluation samples per domain")
+    parser.add_argument("--chosen", default="reference", choices=["reference", "sampled"],
+                        help="the sampled pairs' chosen side: the generator's answer or a right sampled answer (05)")
     parser.add_argument("--split", default="test", choices=["validation", "test"],
                         help="the split the deltas are measured on (validation: for choosing a recipe)")
     args = parser.parse_args()
@@ -89,12 +94,13 @@ def main() -> None:
     pairs, stats = build_mpo_pairs(model, processor, args.domains, n_sampled=args.sampled,
                                    n_answer_space=args.answer_space, k=4, seed=args.pair_seed, batch_size=32,
                                    balance=not args.no_balance,
-                                   extra_answer_space={"hallucination": args.answer_space_hallucination})
+                                   extra_answer_space={"hallucination": args.answer_space_hallucination},
+                                   chosen=args.chosen)
     print(stats.to_string())
     if args.sampled_hallucination:
         extra, extra_stats = build_mpo_pairs(model, processor, ["hallucination"], n_sampled=args.sampled_hallucination,
                                              n_answer_space=0, k=4, seed=args.pair_seed + 10, batch_size=32,
-                                             balance=not args.no_balance)
+                                             balance=not args.no_balance, chosen=args.chosen)
         print(extra_stats.to_string())
         pairs = concatenate_datasets([pairs, extra]).shuffle(seed=args.pair_seed)
     print(f"{len(pairs)} pairs in {time.perf_counter() - start:.0f} s: {dict(Counter(pairs['domain']))}")

@@ -227,6 +227,26 @@ def test_sampled_pairs_reject_only_wrong_answers(monkeypatch):
     assert stats.set_index("domain").loc["chart", "pairs"] == 0
 
 
+def test_sampled_chosen_pairs_only_prompts_the_model_sometimes_gets_right(monkeypatch):
+    rows = Dataset.from_list([
+        {"id": "a", "domain": "reasoning", "task": "count", "lang": "en", "seed": 1, "images": [image(0)],
+         "question": "How many stars are there?", "answer": "3", "metric": "exact"},
+        {"id": "b", "domain": "text_rich", "task": "sign", "lang": "en", "seed": 2, "images": [image(1)],
+         "question": "What does the sign say?", "answer": "STOP", "metric": "exact"},
+    ])
+    outputs = [["4", "3.", "3", "5"], ["OPEN", "SALE", "OPEN", "BANK"]]  # the sign is never read
+    monkeypatch.setattr(pairs, "sample_answers", lambda *a, **kw: [[{"text": t, "finished": True} for t in o]
+                                                                  for o in outputs])
+    reference, _ = pairs.sampled_pairs(None, None, rows, k=4)
+    assert sorted(reference["domain"]) == ["reasoning", "text_rich"]
+    sampled, stats = pairs.sampled_pairs(None, None, rows, k=4, chosen="sampled")
+    assert len(sampled) == 1 and sampled[0]["domain"] == "reasoning"
+    assert sampled[0]["chosen"][0]["content"][0]["text"] == "3." and sampled[0]["rejected"][0]["content"][0]["text"] == "4"
+    assert stats.set_index("domain").loc["text_rich", "pairs"] == 0
+    with pytest.raises(ValueError, match="chosen must be"):
+        pairs.sampled_pairs(None, None, rows, k=4, chosen="best")
+
+
 def test_yes_no_pairs_are_balanced_per_domain_and_other_pairs_kept():
     rows = [{"domain": "hallucination", "answer": a} for a in ["no"] * 7 + ["yes"] * 3 + [" Yes "]]
     rows += [{"domain": "multi_image", "answer": "yes"}, {"domain": "chart", "answer": "B"}]

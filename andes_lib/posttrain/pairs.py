@@ -6,8 +6,10 @@ Two sources, both judged by the generator's ground truth (never by another model
   answer space (another colour, count, box, the flipped yes/no of a presence question: a hallucinated object).
 - `sampled_pairs`: InternVL's MPO recipe, on-policy. The SFT model answers each prompt `k` times with sampling;
   every answer the metric scores below `threshold` is a mistake *this model actually makes*, and becomes the
-  rejected side of a pair whose chosen side is the ground truth. Prompts the model always gets right give no
-  pair: the preference signal concentrates where the model hallucinates.
+  rejected side of a pair. Its chosen side is the ground truth, or (`chosen="sampled"`, InternVL's
+  correctness-based pipeline) one of the model's own right answers, so that a prompt the model never gets right
+  gives no pair: no preference is taught where the model cannot see the answer. Prompts the model always gets right
+  give no pair either: the preference signal concentrates where the model sometimes hallucinates.
 
 `build_mpo_pairs` mixes both, balances yes/no pairs (`balance_yes_no`) and returns per-domain statistics (how often
 the sampled answers were wrong).
@@ -43,11 +45,14 @@ def answer_space_pairs(split: str = "train", domains: Sequence[str] | None = Non
 
 def sampled_pairs(model: Any, processor: Any, rows: datasets.Dataset, k: int = 4, temperature: float = 1.0,
                   max_new_tokens: int = 32, threshold: float = 0.5, max_pairs_per_prompt: int = 1,
-                  batch_size: int = 32, seed: int = 0) -> tuple[datasets.Dataset, pd.DataFrame]:
+                  batch_size: int = 32, seed: int = 0, chosen: str = "reference") -> tuple[datasets.Dataset, pd.DataFrame]:
     """On-policy pairs: sample `k` answers per SFT-format row, reject those the row's metric scores < threshold.
+    `chosen`: "reference" (the row's answer) or "sampled" (a right sampled answer; rows with none give no pair).
 
     Returns the pairs and one row per domain: prompts, sampled answers, share judged wrong, pairs made.
     """
+    if chosen not in ("reference", "sampled"):
+        raise ValueError(f"chosen must be 'reference' or 'sampled', got {chosen!r}")
     samples = sample_answers(model, processor, rows, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
                              batch_size=batch_size, seed=seed)
     pairs, stats = [], Counter()
@@ -55,21 +60,28 @@ def sampled_pairs(model: Any, processor: Any, rows: datasets.Dataset, k: int = 4
         domain = row["domain"]
         stats[(domain, "prompts")] += 1
         wrong: list[str] = []
+        right: list[str] = []
         for out in outs:
             text = out["text"].strip()
             stats[(domain, "sampled")] += 1
-            if score(text, row["answer"], row["metric"]) < threshold:
+            if score(text, row["answer"], row["metric"]) >= threshold:
+                if text and not any(t in text for t in IMAGE_TOKENS):
+                    right.append(text)
+            else:
                 stats[(domain, "wrong")] += 1
                 # an answer that emits image tokens could not be re-encoded next to its images: no pair from it
                 if text and text not in wrong and not any(t in text for t in IMAGE_TOKENS):
                     wrong.append(text)
+        if chosen == "sampled" and not right:
+            continue
+        good = right[0] if chosen == "sampled" else row["answer"]
         for rejected in wrong[:max_pairs_per_prompt]:
             stats[(domain, "pairs")] += 1
             pairs.append({
                 "id": f"{row['id']}-sampled-{len(pairs)}", "domain": domain, "task": row["task"],
                 "lang": row.get("lang") or "en", "seed": row.get("seed"), "images": list(row["images"]),
                 "prompt": [user_message(row["question"], len(row["images"]))],
-                "chosen": [assistant_message(row["answer"])], "rejected": [assistant_message(rejected)],
+                "chosen": [assistant_message(good)], "rejected": [assistant_message(rejected)],
                 "answer": row["answer"], "metric": row["metric"], "source": "sampled",
             })
     table = pd.DataFrame([{
@@ -112,17 +124,19 @@ def balance_yes_no(pairs: datasets.Dataset, seed: int = 0) -> tuple[datasets.Dat
 def build_mpo_pairs(model: Any, processor: Any, domains: Sequence[str] | None = None, n_sampled: int = 48,
                     n_answer_space: int = 16, k: int = 4, temperature: float = 1.0, max_new_tokens: int = 32,
                     seed: int = 2, batch_size: int = 32, balance: bool = True, progress: bool = False,
-                    extra_answer_space: Mapping[str, int] | None = None) -> tuple[datasets.Dataset, pd.DataFrame]:
+                    extra_answer_space: Mapping[str, int] | None = None, chosen: str = "reference"
+                    ) -> tuple[datasets.Dataset, pd.DataFrame]:
     """The MPO training set: on-policy pairs from `n_sampled` train prompts per domain, plus `n_answer_space`
     answer-space pairs per domain (fresh train-split seeds: `seed`, never the test split), plus
     `extra_answer_space[domain]` more for the named domains (other fresh scenes), yes/no pairs balanced per domain
-    when `balance` (`balance_yes_no`). Shuffled.
+    when `balance` (`balance_yes_no`). `chosen`: the sampled pairs' chosen side (`sampled_pairs`). Shuffled.
     """
     parts, table = [], pd.DataFrame()
     if n_sampled:
         rows = build_dataset("train", domains, n_sampled, seed, progress=progress)
         sampled, table = sampled_pairs(model, processor, rows, k=k, temperature=temperature,
-                                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+                                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                                       chosen=chosen)
         parts.append(sampled)
     extra = dict(extra_answer_space or {})
     bad = [(d, n) for d, n in extra.items() if isinstance(n, bool) or not isinstance(n, int) or n < 0]
