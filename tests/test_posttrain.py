@@ -210,16 +210,19 @@ def test_grade_puts_items_in_expected_buckets(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- pairs
-def test_sampled_pairs_reject_only_wrong_answers(monkeypatch):
-    rows = Dataset.from_list([
-        {"id": "a", "domain": "hallucination", "task": "object", "lang": "en", "seed": 1, "images": [image(0)],
-         "question": "Is there a star?", "answer": "yes", "metric": "yesno"},
-        {"id": "b", "domain": "chart", "task": "max", "lang": "en", "seed": 2, "images": [image(1)],
-         "question": "Which bar is highest?", "answer": "B", "metric": "relaxed"},
-    ])
-    outputs = [["yes", "<|vision_pad|>no", "no", "Yes."], ["B", "B", "B", "B"]]  # an image token: no pair
+def sampled_rows(monkeypatch, specs, outputs):
+    """SFT rows from (domain, task, question, answer, metric) and a fake sampler answering them with `outputs`."""
+    rows = Dataset.from_list([{"id": f"r{i}", "domain": d, "task": t, "lang": "en", "seed": i, "images": [image(i)],
+                               "question": q, "answer": a, "metric": m} for i, (d, t, q, a, m) in enumerate(specs)])
     monkeypatch.setattr(pairs, "sample_answers", lambda *a, **kw: [[{"text": t, "finished": True} for t in o]
                                                                   for o in outputs])
+    return rows
+
+
+def test_sampled_pairs_reject_only_wrong_answers(monkeypatch):
+    rows = sampled_rows(monkeypatch, [("hallucination", "object", "Is there a star?", "yes", "yesno"),
+                                      ("chart", "max", "Which bar is highest?", "B", "relaxed")],
+                        [["yes", "<|vision_pad|>no", "no", "Yes."], ["B", "B", "B", "B"]])  # an image token: no pair
     data, stats = pairs.sampled_pairs(None, None, rows, k=4)
     assert len(data) == 1 and data[0]["chosen"][0]["content"][0]["text"] == "yes"
     assert data[0]["rejected"][0]["content"][0]["text"] == "no" and data[0]["source"] == "sampled"
@@ -228,20 +231,15 @@ def test_sampled_pairs_reject_only_wrong_answers(monkeypatch):
 
 
 def test_sampled_chosen_pairs_only_prompts_the_model_sometimes_gets_right(monkeypatch):
-    rows = Dataset.from_list([
-        {"id": "a", "domain": "reasoning", "task": "count", "lang": "en", "seed": 1, "images": [image(0)],
-         "question": "How many stars are there?", "answer": "3", "metric": "exact"},
-        {"id": "b", "domain": "text_rich", "task": "sign", "lang": "en", "seed": 2, "images": [image(1)],
-         "question": "What does the sign say?", "answer": "STOP", "metric": "exact"},
-    ])
-    outputs = [["4", "3.", "3", "5"], ["OPEN", "SALE", "OPEN", "BANK"]]  # the sign is never read
-    monkeypatch.setattr(pairs, "sample_answers", lambda *a, **kw: [[{"text": t, "finished": True} for t in o]
-                                                                  for o in outputs])
+    rows = sampled_rows(monkeypatch, [("reasoning", "count", "How many stars are there?", "3", "exact"),
+                                      ("text_rich", "sign", "What does the sign say?", "STOP", "exact")],
+                        [["4", "3.", "3", "5"], ["OPEN", "SALE", "OPEN", "BANK"]])  # the sign is never read
     reference, _ = pairs.sampled_pairs(None, None, rows, k=4)
     assert sorted(reference["domain"]) == ["reasoning", "text_rich"]
     sampled, stats = pairs.sampled_pairs(None, None, rows, k=4, chosen="sampled")
     assert len(sampled) == 1 and sampled[0]["domain"] == "reasoning"
-    assert sampled[0]["chosen"][0]["content"][0]["text"] == "3." and sampled[0]["rejected"][0]["content"][0]["text"] == "4"
+    assert sampled[0]["chosen"][0]["content"][0]["text"] == "3."
+    assert sampled[0]["rejected"][0]["content"][0]["text"] == "4"
     assert stats.set_index("domain").loc["text_rich", "pairs"] == 0
     with pytest.raises(ValueError, match="chosen must be"):
         pairs.sampled_pairs(None, None, rows, k=4, chosen="best")
