@@ -18,7 +18,7 @@ from andes_lib.posttrain.grpo import group_advantages, grpo_loss, run_grpo, trl_
 from andes_lib.posttrain.mpo import (generation_loss, mpo_config, mpo_loss, mpo_loss_from_batch, preference_loss,
                                      quality_loss, run_mpo)
 from andes_lib.posttrain.rewards import accuracy_score, format_score, parse_thinking, thinking_rewards
-from andes_lib.posttrain.thinking import thinking_completion
+from andes_lib.posttrain.thinking import scan_rationale, thinking_completion
 
 
 def image(i: int, w: int = 32, h: int = 32) -> Image.Image:
@@ -166,6 +166,22 @@ def test_sft_thinking_targets_are_well_formed_and_correct():
         parsed = parse_thinking(text)
         assert parsed.well_formed, (domain, parsed.reason, text)
         assert accuracy_score(text, s.answer, s.metric) == 1.0
+
+
+def test_scan_rationale_names_objects_in_reading_order_and_numbers_the_targets():
+    from andes_lib.data import generate
+    from andes_lib.eval.metrics import last_boxed
+
+    box = lambda col, row: [24 * col + 4, 24 * row + 4, 24 * col + 20, 24 * row + 20]  # noqa: E731
+    scene = {"size": [96, 96], "query": {"task": "count", "shape": "star"}, "objects": [
+        {"shape": "star", "colour": "red", "box": box(3, 2)}, {"shape": "circle", "colour": "orange", "box": box(0, 0)},
+        {"shape": "star", "colour": "blue", "box": box(1, 2)}, {"shape": "star", "colour": "green", "box": box(2, 0)}]}
+    assert scan_rationale(scene) == ("Row by row I see an orange circle, a green star (1), a blue star (2), a red star "
+                                     "(3). There are 3. The answer is \\boxed{3}.")
+    for seed in range(40):  # every generated count scene: the scan's count is the reference answer
+        s = generate("reasoning", seed)
+        if s.task == "count":
+            assert last_boxed(scan_rationale(s.scene)) == s.answer
 
 
 # ----------------------------------------------------------------------------- difficulty
