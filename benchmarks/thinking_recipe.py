@@ -11,6 +11,8 @@ The validation-split table in 06's header comes from it:
     python benchmarks/thinking_recipe.py --run-dir <run> --think-n 1200 --sft-steps 480 --grpo 0 0 --scan
     # the control: the Instruct model given the same rows as direct answers (no rationale, no thinking mode)
     python benchmarks/thinking_recipe.py --run-dir <run> --think-n 1200 --sft-steps 480 --grpo 0 0 --direct
+    # chapter 06's defaults with another training seed, on the test split
+    python benchmarks/thinking_recipe.py --run-dir <run> --split test --seed 1
 
 `nano-sft` comes from `--run-dir` or the artifact cache (it is trained first when neither has it). Models are written
 under <run-dir>/benchmarks/thinking_recipe/.
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--grpo", type=int, nargs=2, default=[15, 15], help="GRPO steps of stage 1 and stage 2")
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
     parser.add_argument("--grade-n", type=int, default=48, help="training prompts per thinking domain graded")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (data order, sampling)")
     parser.add_argument("--split", default="validation", choices=["validation", "test"])
     parser.add_argument("--n", type=int, default=300, help="reasoning questions evaluated")
     args = parser.parse_args()
@@ -65,17 +68,18 @@ def main() -> None:
     else:
         data = thinking_sft_data(processor, args.think_n, args.replay_n, seed=3, scan=args.scan)
     sft = run_thinking_sft(sft_dir, data, out / "think-sft", steps=args.sft_steps, batch_size=16, lr=args.sft_lr,
-                           seed=0, freeze=FREEZE)
+                           seed=args.seed, freeze=FREEZE)
     print(f"long-CoT SFT: {sft.seconds:.0f} s")
     init = sft.path
     if sum(args.grpo) and not args.direct:
         rows = build_dataset("train", list(THINKING_DOMAINS), args.grade_n, seed=5, progress=False)
-        grades = grade(load_checkpoint(sft.path)[0], processor, rows, k=8, max_new_tokens=96, seed=0, batch_size=32)
+        grades = grade(load_checkpoint(sft.path)[0], processor, rows, k=8, max_new_tokens=96, seed=args.seed,
+                       batch_size=32)
         stages = stage_indices(grades, min_rows=4)
         for tag, idx, steps in zip(("stage1", "stage2"), stages, args.grpo, strict=True):
             if idx and steps:
                 init = run_grpo(init, rows.select(idx), out / f"grpo-{tag}", steps=steps, prompts_per_step=4,
-                                num_generations=4, max_completion_length=96, lr=args.grpo_lr, seed=0, label=tag,
+                                num_generations=4, max_completion_length=96, lr=args.grpo_lr, seed=args.seed, label=tag,
                                 log_every=5, freeze=FREEZE).path
     test = build_dataset(args.split, ["reasoning"], n_per_domain=args.n, progress=False)
     thinking = not args.direct
