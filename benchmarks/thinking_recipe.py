@@ -5,7 +5,7 @@ Instruct vs the Thinking model (thinking on and off) per reasoning task, with a 
 The validation-split table in 06's header comes from it:
 
     python benchmarks/thinking_recipe.py --run-dir <run> --think-n 300 --sft-steps 120 --grpo 15 15   # former default
-    python benchmarks/thinking_recipe.py --run-dir <run> --think-n 300 --sft-steps 120 --grpo 80 80
+    python benchmarks/thinking_recipe.py --run-dir <run> --think-n 300 --sft-steps 120 --grpo 80 80 --grade-n 128
     python benchmarks/thinking_recipe.py --run-dir <run> --think-n 300 --sft-steps 120 --grpo 15 15 --scan
     python benchmarks/thinking_recipe.py --run-dir <run> --think-n 1200 --sft-steps 480 --grpo 0 0
     python benchmarks/thinking_recipe.py --run-dir <run> --think-n 1200 --sft-steps 480 --grpo 0 0 --scan
