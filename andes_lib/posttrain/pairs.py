@@ -45,7 +45,8 @@ def answer_space_pairs(split: str = "train", domains: Sequence[str] | None = Non
 
 def sampled_pairs(model: Any, processor: Any, rows: datasets.Dataset, k: int = 4, temperature: float = 1.0,
                   max_new_tokens: int = 32, threshold: float = 0.5, max_pairs_per_prompt: int = 1,
-                  batch_size: int = 32, seed: int = 0, chosen: str = "reference") -> tuple[datasets.Dataset, pd.DataFrame]:
+                  batch_size: int = 32, seed: int = 0, chosen: str = "reference"
+                  ) -> tuple[datasets.Dataset, pd.DataFrame]:
     """On-policy pairs: sample `k` answers per SFT-format row, reject those the row's metric scores < threshold.
     `chosen`: "reference" (the row's answer) or "sampled" (a right sampled answer; rows with none give no pair).
 
@@ -64,14 +65,12 @@ def sampled_pairs(model: Any, processor: Any, rows: datasets.Dataset, k: int = 4
         for out in outs:
             text = out["text"].strip()
             stats[(domain, "sampled")] += 1
-            if score(text, row["answer"], row["metric"]) >= threshold:
-                if text and not any(t in text for t in IMAGE_TOKENS):
-                    right.append(text)
-            else:
-                stats[(domain, "wrong")] += 1
-                # an answer that emits image tokens could not be re-encoded next to its images: no pair from it
-                if text and text not in wrong and not any(t in text for t in IMAGE_TOKENS):
-                    wrong.append(text)
+            is_right = score(text, row["answer"], row["metric"]) >= threshold
+            stats[(domain, "wrong")] += not is_right
+            # an answer that emits image tokens could not be re-encoded next to its images: no pair from it
+            side = right if is_right else wrong
+            if text and text not in side and not any(t in text for t in IMAGE_TOKENS):
+                side.append(text)
         if chosen == "sampled" and not right:
             continue
         good = right[0] if chosen == "sampled" else row["answer"]

@@ -16,7 +16,8 @@ A rationale helps only if its steps are easier for the model than the answer. Th
 ("I count the stars: 1, 2, 3") asks at every number "is there one more?", the same judgement as the direct answer;
 `scan_rationale` instead names every object in reading order, as the captions the model already writes do, and
 numbers the targets as it meets them ("a red star (1), a blue circle, a green star (2)"): one look-up per step,
-then a count over its own words (chapter 06's header has the measured difference).
+then a count over its own words. Measured in chapter 06's header: with enough long-CoT SFT it counts as well as the
+generator's rationale, not better, so it is an option (`scan`).
 
 Simplification vs the paper: "long" CoT here means the generators' short rationales (one to three sentences);
 the paper's long-CoT data is distilled from stronger reasoning models.
@@ -36,15 +37,16 @@ import datasets
 
 from ..data.dataset import build_dataset
 from ..data.general_vqa import article
+from ..data.render import centre
 from ..data.registry import DOMAINS
 from .common import (TRL_CPU_ARGS, compact_logging, freeze_groups, load_checkpoint, log_frame, posttrain_optimizer,
                      prompt_text, save_checkpoint, seed_all, trained_with)
 
 THINKING_DOMAINS: tuple[str, ...] = ("reasoning", "chart")
 END = "<|im_end|>"
-
-
 SCAN_ROWS = 4  # the count scenes' grid has 4 rows (`data.reasoning`)
+
+
 THINKING_STAGES: tuple[str, ...] = ("grpo-stage2", "grpo-stage1", "think-sft")  # chapter 06's folders, latest first
 
 
@@ -68,8 +70,7 @@ def scan_rationale(scene: dict[str, Any]) -> str:
     as it is met, then the last number boxed. `scene` is a reasoning `count` scene (its query names the shape)."""
     target = scene["query"]["shape"]
     row_height = scene["size"][1] / SCAN_ROWS
-    ordered = sorted(scene["objects"], key=lambda o: (int((o["box"][1] + o["box"][3]) / 2 // row_height),
-                                                      (o["box"][0] + o["box"][2]) / 2))
+    ordered = sorted(scene["objects"], key=lambda o: (int(centre(o["box"])[1] // row_height), centre(o["box"])[0]))
     count, named = 0, []
     for o in ordered:
         name = f"{article(o['colour'])} {o['colour']} {o['shape']}"
