@@ -20,7 +20,9 @@ from andes_lib.train import artifacts as artifacts_mod
 from andes_lib.train.checkpoint import (CheckpointError, CorruptCheckpointError, list_checkpoints,
                                         optimizer_from_safetensors, optimizer_to_safetensors, verify)
 from andes_lib.train.collate import IGNORE_INDEX, assistant_mask, collate, sequence_length
-from andes_lib.train.loop import LRSchedule, apply_freeze, run_stage
+from andes_lib.train.feature_cache import install as install_feature_cache
+from andes_lib.train.feature_cache import uninstall as uninstall_feature_cache
+from andes_lib.train.loop import LRSchedule, apply_freeze, native_bf16, run_stage
 from andes_lib.train.loss import label_weights, lm_loss_sum
 from andes_lib.train.recipes import RECIPES, StageRecipe, chain, fingerprint, get_recipe
 from andes_lib.train.stream import plan
@@ -229,9 +231,9 @@ def test_pack_rows_gives_every_sample_its_own_tokens_images_and_loss(proc):
     assert torch.isclose(label_weights(packed, "sample").sum(), torch.tensor(float(len(rows))))
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_after_a_kill_is_bit_exact(tmp_path, optimizer):
-    r = recipe(steps=6, save_every=2, text_only=0.25, optimizer=optimizer)
+@pytest.mark.parametrize("optimizer, precision", [("adamw", "fp32"), ("muon", "fp32"), ("muon", "bf16")])
+def test_resume_after_a_kill_is_bit_exact(tmp_path, optimizer, precision):
+    r = recipe(steps=6, save_every=2, text_only=0.25, optimizer=optimizer, precision=precision)
     straight = run_stage(r, tmp_path / "a" / "final", progress=False)
     stopped = run_stage(r, tmp_path / "b" / "final", stop_after=3, progress=False)  # "killed" after step 3
     assert stopped.path is None and list_checkpoints(tmp_path / "b" / "final.checkpoints")[-1].name == "step-000003"
@@ -242,6 +244,47 @@ def test_resume_after_a_kill_is_bit_exact(tmp_path, optimizer):
     a = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(straight.path)).state_dict()
     b = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(resumed.path)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_frozen_tower_cache_returns_the_tower_features_and_computes_unknown_images(proc):
+    model = andes_lib.build_model("nano").eval()
+    tower = model.model.vision_tower
+    known = [Image.new("RGB", (32, 32), c) for c in COLOURS.values()] + [Image.new("RGB", (48, 32), (9, 9, 9))]
+    unknown = Image.new("RGB", (32, 48), (200, 100, 0))
+    cache = install_feature_cache(tower, [{"images": known[:3]}, {"images": known[3:]}, {"text": "no image"}], proc)
+    assert len(cache.features) == 5 and tower.forward is cache
+    batch = proc.image_processor([known[4], unknown, known[0]])
+    with torch.no_grad():
+        cached = tower(**batch).last_hidden_state
+        uninstall_feature_cache(tower)
+        assert "forward" not in tower.__dict__
+        plain = tower(**batch).last_hidden_state
+    assert (cache.hits, cache.misses) == (2, 1)
+    assert cached.shape == plain.shape and torch.allclose(cached, plain, atol=1e-5)
+
+
+def test_a_stage_with_a_frozen_tower_uses_the_cache_and_still_resumes_bit_exact(tmp_path, monkeypatch):
+    r = recipe(lr={"projector": 3e-3, "language_model": 3e-3}, steps=6, save_every=2)
+    straight = run_stage(r, tmp_path / "a" / "final", progress=False)
+    run_stage(r, tmp_path / "b" / "final", stop_after=3, progress=False)
+    resumed = run_stage(r, tmp_path / "b" / "final", progress=False)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    a = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(straight.path)).state_dict()
+    b = andes_lib.AndesVLForConditionalGeneration.from_pretrained(str(resumed.path)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    calls = []
+    monkeypatch.setattr("andes_lib.train.loop.install_feature_cache", lambda *a: calls.append(a))
+    plain = run_stage(r, tmp_path / "c" / "final", progress=False)  # the tower runs in every step
+    assert len(calls) == 1
+    assert [h["loss"] for h in plain.history] == pytest.approx([h["loss"] for h in straight.history], rel=1e-5)
+
+
+@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU emulates bf16: such stages train in fp32")
+def test_a_bf16_stage_computes_in_bf16_and_lands_near_the_fp32_one(tmp_path):
+    runs = {p: run_stage(recipe(steps=4, optimizer="muon", precision=p), tmp_path / p / "final", progress=False)
+            for p in ("fp32", "bf16")}
+    fp32, bf16 = ([h["loss"] for h in runs[p].history] for p in ("fp32", "bf16"))
+    assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=0.05)
 
 
 def test_a_stage_without_the_place_code_trains_without_it_and_keeps_it_in_the_config(tmp_path):

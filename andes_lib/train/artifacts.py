@@ -165,5 +165,6 @@ def describe_chain(name: str, scale: float = 1.0, overrides: Mapping[str, Mappin
                      "lr": ", ".join(f"{k.split('_')[0]} {v:g}" for k, v in r.lr.items()),
                      "data": ", ".join(r.data) or "text only", "text_only": r.text_only, "loss_on": r.loss_on,
                      "max_seq_len": r.max_seq_len, "steps": r.steps, "batch": r.batch_size,
+                     "optimizer": r.optimizer, "precision": r.precision,
                      "fingerprint": fingerprint(r, table)})
     return rows

@@ -43,6 +43,9 @@ from tqdm.auto import tqdm
 from .checkpoint import (CheckpointError, atomic_dir, latest_checkpoint, load_model_weights,
                          load_state, save_checkpoint, set_rng_state, write_json)
 from .collate import collate
+from .feature_cache import install as install_feature_cache
+from .feature_cache import plan_slots
+from .feature_cache import uninstall as uninstall_feature_cache
 from .loss import label_weights, lm_loss_sum
 from .optim import MuonAdamW
 from .patch_labels import HEAD_FILE, HEAD_PREFIX, attach_head, collate_patch_labels, n_labels, patch_label_loss
@@ -120,6 +123,13 @@ class LRSchedule:
             return 1.0
         progress = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 matrix products run in hardware (CPUs with AVX512-BF16 or AMX, GPUs), not emulated."""
+    if device.type != "cpu":
+        return True
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def seed_everything(seed: int) -> None:
@@ -210,7 +220,11 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     model.train()
     counts = apply_freeze(model, recipe)
     groups = param_groups(model, recipe)
-    optimizer = (MuonAdamW(groups, betas=recipe.betas, weight_decay=recipe.weight_decay) if recipe.optimizer == "muon"
+    bf16 = recipe.precision == "bf16" and native_bf16(accelerator.device)
+    if recipe.precision == "bf16" and not bf16:
+        accelerator.print(f"{recipe.artifact}: no native bf16 on this CPU (it would emulate it slowly): training in fp32")
+    optimizer = (MuonAdamW(groups, betas=recipe.betas, weight_decay=recipe.weight_decay,
+                           ns_dtype="bfloat16" if bf16 else "float32") if recipe.optimizer == "muon"
                  else torch.optim.AdamW(groups, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=False))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, LRSchedule(recipe.steps, recipe.warmup_steps, recipe.schedule, recipe.min_lr_ratio))
@@ -283,6 +297,13 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
     if recipe.batch_size % (world * recipe.grad_accum):
         raise ValueError(f"batch_size {recipe.batch_size} must divide into {world} processes x {recipe.grad_accum} "
                          "micro-batches")
+    tower = module_groups(accelerator.unwrap_model(model))["vision_tower"]
+    if labeler is None and "vision_tower" not in recipe.lr and recipe.data:  # a frozen tower: its features once
+        slots = plan_slots(stream.order, recipe.batch_size, rank, world)
+        rows = (stream.pools[p].get(i) for p, i in tqdm(slots, desc=f"{recipe.artifact}: frozen tower features",
+                                                         disable=not (progress and accelerator.is_main_process)))
+        with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=bf16):  # as the step would run it
+            install_feature_cache(tower, rows, processor)
 
     def checkpoint(step: int) -> None:
         accelerator.wait_for_everyone()
@@ -307,7 +328,7 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
         for i, batch in enumerate(micro):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             sync = accelerator.no_sync(net) if i < len(micro) - 1 else contextlib.nullcontext()
-            with sync, accelerator.autocast():
+            with sync, accelerator.autocast(), torch.autocast(accelerator.device.type, torch.bfloat16, enabled=bf16):
                 loss = loss_of(batch)
                 accelerator.backward(loss / max(1, n_tokens))
             loss_sum += loss.detach()
@@ -329,6 +350,7 @@ def run_stage(recipe: StageRecipe, final_dir: str | os.PathLike[str],
         if done < recipe.steps and (done == end or (recipe.save_every and done % recipe.save_every == 0)):
             checkpoint(done)
     bar.close()
+    uninstall_feature_cache(tower)
 
     info = {"recipe": recipe.to_dict(), "params_hash": recipe.params_hash(), "fingerprint": fingerprint,
             "parent": str(init_from) if init_from else None, "trainable": counts,

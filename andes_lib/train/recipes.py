@@ -57,6 +57,7 @@ MODULE_GROUPS: tuple[str, ...] = ("vision_tower", "projector", "language_model")
 LOSS_ON: tuple[str, ...] = ("all", "assistant")
 OBJECTIVES: tuple[str, ...] = ("lm", "patch_labels")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "muon")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class StageRecipe:
     betas: tuple[float, float] = (0.9, 0.98)
     optimizer: str = "adamw"  # "adamw", or "muon": Muon on the LLM's decoder matrices, AdamW on the rest (train.optim)
     place_code: bool = True  # False: this stage trains without the projector's place code (pt1, where the LLM is frozen)
+    precision: str = "fp32"  # "bf16": forward and backward under bf16 autocast, Muon's iterations in bf16 (weights fp32)
     max_grad_norm: float = 1.0
     seed: int = 0  # model init (first stage), data order and dropout
     save_every: int = 0  # checkpoint every N steps (0: only the final one)
@@ -126,6 +128,8 @@ class StageRecipe:
         for key in ("place_code", "pack"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"recipe {self.name!r}: {key} must be True or False, got {getattr(self, key)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"recipe {self.name!r}: precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"recipe {self.name!r}: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
@@ -191,8 +195,8 @@ def _file_digest(path: str, mtime: float) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-CODE_FILES = ("train/loop.py", "train/collate.py", "train/stream.py", "train/patch_labels.py", "train/loss.py",
-              "train/optim.py", "model/*.py", "processing/*.py", "config.py", "presets.py")
+CODE_FILES = ("train/loop.py", "train/feature_cache.py", "train/collate.py", "train/stream.py", "train/patch_labels.py",
+              "train/loss.py", "train/optim.py", "model/*.py", "processing/*.py", "config.py", "presets.py")
 
 
 def code_hash() -> str:
@@ -285,23 +289,23 @@ NANO_RECIPES: tuple[StageRecipe, ...] = (
     StageRecipe(
         name="pt2", parent="pt1", lr={"projector": 1e-4, "language_model": 1e-3},
         data=BINDING_MIX, text_only=0.05, n_per_domain=2000, max_seq_len=128, steps=400, batch_size=64,
-        grad_accum=2, warmup_steps=20, schedule="constant", loss_weighting="sample", optimizer="muon",
+        grad_accum=2, warmup_steps=20, schedule="constant", loss_weighting="sample", optimizer="muon", precision="bf16",
         description="Joint pre-training: LLM and projector train on look-up questions (colour of a named shape, "
                     "shape of a named colour, presence) that teach the LLM to bind a word to visual tokens, plus 5% "
                     "text-only.",
     ),
     StageRecipe(
-        name="pt3", parent="pt2", lr={"vision_tower": 1e-4, "projector": 3e-4, "language_model": 1e-3},
-        data=PRESENCE_LED, text_only=0.05, max_seq_len=192, steps=150, batch_size=64, grad_accum=2, pack=True,
-        warmup_steps=10, schedule="constant", loss_weighting="sample", optimizer="muon",
+        name="pt3", parent="pt2", lr={"projector": 3e-4, "language_model": 1e-3},
+        data=PRESENCE_LED, text_only=0.05, max_seq_len=192, steps=250, batch_size=64, grad_accum=2, pack=True,
+        warmup_steps=10, schedule="constant", loss_weighting="sample", optimizer="muon", precision="bf16",
         description="Multi-task pre-training: all domains, longer sequences (GUI screens, several images), led by "
                     "presence questions (POPE), which the LLM learns only once pt2's look-ups are in place.",
     ),
     StageRecipe(
-        name="sft", parent="pt3", lr={"vision_tower": 5e-5, "projector": 2e-4, "language_model": 3e-4},
-        data=SFT_MIX, text_only=0.05, loss_on="assistant", max_seq_len=192, steps=300, batch_size=32, grad_accum=2,
+        name="sft", parent="pt3", lr={"projector": 2e-4, "language_model": 3e-4},
+        data=SFT_MIX, text_only=0.05, loss_on="assistant", max_seq_len=192, steps=450, batch_size=32, grad_accum=2,
         pack=True, warmup_steps=15,
-        data_seed=1, loss_weighting="sample", optimizer="muon",
+        data_seed=1, loss_weighting="sample", optimizer="muon", precision="bf16",
         description="Supervised fine-tuning on instruction conversations; loss on assistant tokens only. Attribute "
                     "questions (a lure of another colour) get extra weight: once presence exists, the yes-bias "
                     "is a matter of the SFT mix. Two-image comparisons get extra weight too (`SFT_MIX`).",
