@@ -28,6 +28,10 @@ in 05's header come from it, for example:
     # the chosen side from the model's own right answers (05's default since 2026-12-05), on the validation split
     python benchmarks/mpo_pairs.py --answer-space-hallucination 240 --freeze vision_tower projector --seeds 0 \
         --eval-n 300 --split validation --steps 80 --batch 8 --lr 6e-5 --chosen sampled
+    # 64 more multilingual answer-space pairs (05's default since round 9 of `03` section 7), validation split
+    python benchmarks/mpo_pairs.py --answer-space-hallucination 240 --answer-space-multilingual 64 \
+        --freeze vision_tower projector --seeds 0 --eval-n 300 --split validation --steps 80 --batch 16 --lr 6e-5 \
+        --chosen sampled
 
 `nano-sft` comes from `--run-dir` or the artifact cache (it is trained first when neither has it).
 """
@@ -51,11 +55,12 @@ from andes_lib.report import run_dir
 
 
 def summary(result) -> dict:
-    """Per-domain scores, hallucination by task, POPE metrics (percent)."""
-    tasks = {k: 100 * v for k, v in result.scores("task").items() if k.startswith("hallucination/")}
+    """Per-domain scores, hallucination and multilingual by task, POPE metrics (percent)."""
+    tasks = result.scores("task")
     pope = {k: (round(v, 3) if k == "yes_ratio" else round(100 * v, 1)) for k, v in (result.pope() or {}).items()}
     return {"domains": {k: round(100 * v, 1) for k, v in result.scores().items()},
-            "hallucination_tasks": {k: round(v, 1) for k, v in tasks.items()}, "pope": pope}
+            **{f"{d}_tasks": {k: round(100 * v, 1) for k, v in tasks.items() if k.startswith(f"{d}/")}
+               for d in ("hallucination", "multilingual")}, "pope": pope}
 
 
 def main() -> None:
@@ -67,6 +72,8 @@ def main() -> None:
                         help="extra hallucination training prompts answered for pairs (0: none)")
     parser.add_argument("--answer-space-hallucination", type=int, default=0,
                         help="extra hallucination answer-space pairs (fresh train scenes, the flipped yes/no)")
+    parser.add_argument("--answer-space-multilingual", type=int, default=0,
+                        help="extra multilingual answer-space pairs (05's MULTILINGUAL_PAIRS)")
     parser.add_argument("--no-balance", action="store_true", help="keep yes/no pairs as sampled")
     parser.add_argument("--optimizer", default=None, choices=["muon", "adamw"],
                         help="default: the one nano-sft was trained with")
@@ -94,7 +101,8 @@ def main() -> None:
     pairs, stats = build_mpo_pairs(model, processor, args.domains, n_sampled=args.sampled,
                                    n_answer_space=args.answer_space, k=4, seed=args.pair_seed, batch_size=32,
                                    balance=not args.no_balance,
-                                   extra_answer_space={"hallucination": args.answer_space_hallucination},
+                                   extra_answer_space={"hallucination": args.answer_space_hallucination,
+                                                       "multilingual": args.answer_space_multilingual},
                                    chosen=args.chosen)
     print(stats.to_string())
     if args.sampled_hallucination:
